@@ -1,0 +1,104 @@
+// The `rudder` command. User errors print one line and a documented exit code, never a stack.
+
+import { hostname } from 'node:os';
+import { trace } from '../model/trace.js';
+import { createLogger } from '../observe/log.js';
+import { DecodeError } from '../source/decode.js';
+import { ManifestError } from '../source/files.js';
+import { UsageError, flagAll, flagBool, parseArgs, renderHelp, type FlagSpecs } from './args.js';
+import { PROXY_FLAGS, configFlags } from './config.js';
+import { loadTable } from './load.js';
+import { renderServiceRows, serviceRows } from './services.js';
+import { TRACE_FLAGS, packetFlags, traceJSON, traceText } from './trace.js';
+
+/** Exit codes, documented in the README. */
+export const EXIT = {
+  ok: 0,
+  /** Runtime failure (kernel, network, unexpected). */
+  failure: 1,
+  /** Bad command line. */
+  usage: 2,
+  /** Bad input file (manifest, config). */
+  input: 3,
+} as const;
+
+const HELP_FLAG: FlagSpecs = { help: { boolean: true, alias: 'h', help: 'show this help' } };
+
+const USAGE = `rudder: a Kubernetes Service proxy (kube-proxy replacement)
+
+Usage: rudder <command> [flags]
+
+Commands:
+  services   list every service frontend with its backends
+  trace      tell where a packet to a service goes, and why
+  version    print the version
+
+Run 'rudder <command> --help' for a command's flags.
+Exit codes: 0 ok, 1 runtime failure, 2 bad command line, 3 bad input file.`;
+
+type Command = (argv: string[]) => Promise<number>;
+
+function out(s: string): void {
+  process.stdout.write(s);
+}
+
+const commands: Record<string, Command> = {
+  async services(argv) {
+    const specs = { ...PROXY_FLAGS, json: { boolean: true, help: 'print JSON' }, ...HELP_FLAG };
+    const p = parseArgs(argv, specs);
+    if (flagBool(p, 'help')) return out(renderHelp('Usage: rudder services -f MANIFESTS [flags]', specs)), EXIT.ok;
+    const files = [...flagAll(p, 'file'), ...p.positional];
+    if (files.length === 0) throw new UsageError('services needs manifests: -f PATH');
+    const { table, config } = loadTable(files, configFlags(p, hostname()), createLogger());
+    const rows = serviceRows(table, config);
+    out(flagBool(p, 'json') ? JSON.stringify(rows, null, 1) + '\n' : renderServiceRows(rows));
+    return EXIT.ok;
+  },
+
+  async trace(argv) {
+    const specs = { ...PROXY_FLAGS, ...TRACE_FLAGS, ...HELP_FLAG };
+    const p = parseArgs(argv, specs);
+    if (flagBool(p, 'help')) return out(renderHelp('Usage: rudder trace -f MANIFESTS --src IP --dst IP --port N [--proto tcp|udp|sctp] [flags]', specs)), EXIT.ok;
+    const files = [...flagAll(p, 'file'), ...p.positional];
+    if (files.length === 0) throw new UsageError('trace needs manifests: -f PATH');
+    const pkt = packetFlags(p);
+    const { table, config } = loadTable(files, configFlags(p, hostname()), createLogger());
+    const r = trace(table, config, pkt);
+    out(flagBool(p, 'json') ? traceJSON(r) : traceText(pkt, r));
+    return EXIT.ok;
+  },
+
+  async version() {
+    out('rudder 0.1.0\n');
+    return EXIT.ok;
+  },
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (cmd === undefined || cmd === 'help' || cmd === '--help' || cmd === '-h') {
+    out(USAGE + '\n');
+    return cmd === undefined ? EXIT.usage : EXIT.ok;
+  }
+  const run = commands[cmd];
+  if (run === undefined) {
+    process.stderr.write(`rudder: unknown command ${JSON.stringify(cmd)}\n${USAGE}\n`);
+    return EXIT.usage;
+  }
+  try {
+    return await run(rest);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`rudder ${cmd}: ${e.message}\n`);
+      return EXIT.usage;
+    }
+    if (e instanceof ManifestError || e instanceof DecodeError) {
+      process.stderr.write(`rudder ${cmd}: ${e.message}\n`);
+      return EXIT.input;
+    }
+    const err = e as Error & { code?: string };
+    process.stderr.write(`rudder ${cmd}: ${err.message}${err.code ? ` (${err.code})` : ''}\n`);
+    if (process.env['RUDDER_DEBUG']) process.stderr.write(`${err.stack}\n`);
+    return EXIT.failure;
+  }
+}

@@ -1,0 +1,84 @@
+// `rudder services`: every frontend with its backends and their state, like `cilium service list`.
+
+import { nodePortAddresses } from '../model/trace.js';
+import { allPorts, externalEndpoints, frontends, internalEndpoints, type ProxyConfig, type ServicePort, type ServiceTable } from '../model/types.js';
+
+export interface BackendRow {
+  address: string;
+  /** ready | terminating | not-ready (serving-terminating endpoints are "terminating"). */
+  state: 'ready' | 'terminating' | 'not-ready';
+  local: boolean;
+  /** Whether traffic to this frontend may use it. */
+  active: boolean;
+}
+
+export interface FrontendRow {
+  service: string;
+  type: 'ClusterIP' | 'ExternalIP' | 'LoadBalancer' | 'NodePort';
+  frontend: string;
+  protocol: string;
+  policy: string;
+  affinityTimeoutSeconds: number;
+  /** What happens to new connections when no backend is active: forward | reject | drop. */
+  action: 'forward' | 'reject' | 'drop';
+  backends: BackendRow[];
+}
+
+function addr(ip: string, port: number): string {
+  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+}
+
+function backendRows(sp: ServicePort, active: readonly string[]): BackendRow[] {
+  const set = new Set(active);
+  return sp.endpoints.map((ep) => ({
+    address: ep.id,
+    state: ep.ready ? 'ready' : ep.serving && ep.terminating ? 'terminating' : 'not-ready',
+    local: ep.isLocal,
+    active: set.has(ep.id),
+  }));
+}
+
+export function serviceRows(table: ServiceTable, cfg: ProxyConfig): FrontendRow[] {
+  const rows: FrontendRow[] = [];
+  for (const sp of allPorts(table)) {
+    for (const fe of frontends(sp)) {
+      const internal = fe.kind === 'clusterIP';
+      const active = internal ? internalEndpoints(sp) : externalEndpoints(sp);
+      const local = internal ? sp.internalPolicyLocal : sp.externalPolicyLocal;
+      const action = !sp.hasEndpoints ? 'reject' : active.length === 0 ? 'drop' : 'forward';
+      const base = {
+        service: sp.id,
+        protocol: sp.protocol,
+        policy: `${internal ? 'iTP' : 'eTP'}=${local ? 'Local' : 'Cluster'}`,
+        affinityTimeoutSeconds: sp.affinityTimeoutSeconds,
+        action,
+        backends: backendRows(sp, active),
+      } as const;
+      if (fe.kind === 'nodePort') {
+        const addrs = nodePortAddresses(cfg).filter((a) => a.includes(':') === (sp.family === 6));
+        for (const a of addrs.length > 0 ? addrs : [sp.family === 6 ? '::' : '0.0.0.0']) rows.push({ ...base, type: 'NodePort', frontend: addr(a, fe.port) });
+      } else {
+        const type = fe.kind === 'clusterIP' ? 'ClusterIP' : fe.kind === 'externalIP' ? 'ExternalIP' : 'LoadBalancer';
+        rows.push({ ...base, type, frontend: addr(fe.ip, fe.port) });
+      }
+    }
+  }
+  return rows;
+}
+
+export function renderServiceRows(rows: readonly FrontendRow[]): string {
+  const head = ['SERVICE', 'FRONTEND', 'TYPE', 'POLICY', 'BACKENDS'];
+  const lines: string[][] = [];
+  for (const r of rows) {
+    const policy = r.affinityTimeoutSeconds > 0 ? `${r.policy},affinity=${r.affinityTimeoutSeconds}s` : r.policy;
+    const bs = r.backends.length === 0 ? [`(none: ${r.action})`] : r.backends.map((b) => {
+      const tags = [b.state, ...(b.local ? ['local'] : []), ...(b.active ? [] : ['unused'])];
+      return `${b.address} (${tags.join(', ')})`;
+    });
+    if (r.backends.length > 0 && r.action !== 'forward') bs.push(`(no usable backend: ${r.action})`);
+    bs.forEach((b, i) => lines.push(i === 0 ? [r.service, `${r.frontend}/${r.protocol}`, r.type, policy, b] : ['', '', '', '', b]));
+  }
+  const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
+  const fmt = (l: readonly string[]): string => l.map((c, i) => (i === l.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  return [fmt(head), ...lines.map(fmt)].join('\n') + '\n';
+}

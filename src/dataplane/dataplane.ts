@@ -1,0 +1,58 @@
+// The contract every data plane implements. The sync loop hands each one the same typed changes
+// and the table they produced; a data plane turns them into one kernel transaction.
+
+import type { Change, ServiceTable } from '../model/types.js';
+
+export type DataPlaneName = 'iptables' | 'nftables' | 'ebpf';
+
+export interface ApplyOptions {
+  /**
+   * Rewrite everything from `table` and remove whatever the data plane created that the table no
+   * longer needs (startup, periodic resync, and the first sync after a failure). Otherwise only
+   * the changed services are rewritten.
+   */
+  full: boolean;
+}
+
+export interface ApplyResult {
+  /** Rules / elements / map entries written in this transaction, for metrics and logs. */
+  written: number;
+  /** Bytes handed to the kernel tool (0 for map updates). */
+  bytes: number;
+}
+
+/** One frontend as the kernel has it, read back for `rudder services`. */
+export interface ProgrammedFrontend {
+  /** The service port id (namespace/name:port/PROTO), when the data plane records it. */
+  service: string;
+  kind: string;
+  address: string;
+  backends: string[];
+}
+
+export interface DataPlane {
+  readonly name: DataPlaneName;
+  /** Checks the kernel and tools, creates the base structures. Throws DataPlaneError. */
+  init(): Promise<void>;
+  /**
+   * Applies one sync as a single transaction. On failure it throws DataPlaneError and the kernel
+   * keeps the previous state; the caller retries with `full: true`.
+   */
+  apply(changes: readonly Change[], table: ServiceTable, opts: ApplyOptions): Promise<ApplyResult>;
+  /** Reads back what is programmed. */
+  programmed(): Promise<ProgrammedFrontend[]>;
+  /** Removes everything this data plane ever created in the current network namespace. */
+  cleanup(): Promise<void>;
+}
+
+/** A data plane failed to program the kernel. `code` is stable for metrics and alerts. */
+export class DataPlaneError extends Error {
+  constructor(
+    readonly code: 'EINIT' | 'EAPPLY' | 'EREAD' | 'ECLEANUP' | 'EUNSUPPORTED',
+    message: string,
+    readonly detail?: string,
+  ) {
+    super(message);
+    this.name = 'DataPlaneError';
+  }
+}

@@ -1,0 +1,128 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync, renameSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { decodeObject } from '../../src/source/decode.js';
+import { FileSource, ManifestError, loadFile, loadManifests } from '../../src/source/files.js';
+import type { SourceEvent } from '../../src/source/objects.js';
+import { memoryLogger } from '../../src/observe/log.js';
+import { rawService, rawSlice } from '../support/fixtures.js';
+
+function invalidField(raw: unknown): string {
+  const r = decodeObject(raw);
+  assert.equal(r.status, 'invalid', JSON.stringify(r));
+  return r.status === 'invalid' ? r.error.message : '';
+}
+
+test('invalid Services are rejected with the object and the field named', () => {
+  assert.equal(invalidField(rawService('web', { ports: [{ name: 'a', port: 70000 }] })), 'Service default/web: spec.ports[0].port: 70000 is out of range 1-65535');
+  assert.match(invalidField(rawService('web', { clusterIP: '10.96.0.300' })), /spec\.clusterIP: "10\.96\.0\.300" is not a valid IP address/);
+  assert.match(invalidField(rawService('web', { ports: [{ name: 'a', port: 80, protocol: 'ICMP' }] })), /spec\.ports\[0\]\.protocol: unknown protocol "ICMP"/);
+  assert.match(invalidField(rawService('web', { ports: [{ name: 'a', port: 80 }, { name: 'a', port: 81 }] })), /spec\.ports\[1\]\.name: duplicate port name "a"/);
+  assert.match(invalidField(rawService('web', { spec: { externalIPs: ['1.2.3'] } })), /spec\.externalIPs\[0\]/);
+  assert.match(invalidField(rawService('web', { spec: { loadBalancerSourceRanges: ['10.0.0.0/33'] } })), /spec\.loadBalancerSourceRanges\[0\]: "10\.0\.0\.0\/33" is not a valid CIDR/);
+  assert.match(invalidField(rawService('web', { spec: { sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds: 0 } } } })), /timeoutSeconds: 0 is out of range/);
+});
+
+test('slices without the service-name label, or with addresses of the wrong family, are rejected', () => {
+  const s = rawSlice('x', 'web', [{ ip: '10.244.1.2' }]);
+  (s['metadata'] as { labels: object }).labels = {};
+  assert.match(invalidField(s), /EndpointSlice default\/x: metadata\.labels\[kubernetes\.io\/service-name\]: is required/);
+  assert.match(invalidField(rawSlice('x', 'web', [{ ip: 'fd00::1' }])), /endpoints\[0\]\.addresses\[0\]: fd00::1 is not an IPv4 address/);
+});
+
+test('headless, ExternalName and unallocated services and FQDN slices are ignored, not errors', () => {
+  const reasons = [
+    rawService('a', { clusterIP: 'None' }),
+    rawService('b', { type: 'ExternalName', spec: { externalName: 'example.invalid' } }),
+    rawService('c', { clusterIP: '' }),
+    rawSlice('d', 'x', [], { addressType: 'FQDN' }),
+    { apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: 'x' } },
+  ].map((o) => decodeObject(o).status);
+  assert.deepEqual(reasons, ['ignored', 'ignored', 'ignored', 'ignored', 'ignored']);
+});
+
+test('endpoint conditions default as kube-proxy reads them: nil ready and serving are true, nil terminating false', () => {
+  const r = decodeObject({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: 's', labels: { 'kubernetes.io/service-name': 'web' } }, addressType: 'IPv4', ports: [{ port: 80 }], endpoints: [{ addresses: ['10.244.1.2', '10.244.1.3'] }] });
+  assert.equal(r.status, 'ok');
+  if (r.status !== 'ok' || r.object.kind !== 'EndpointSlice') return;
+  assert.deepEqual(r.object.endpoints[0], { address: '10.244.1.2', ready: true, serving: true, terminating: false, nodeName: '', zone: '', zoneHints: [], nodeHints: [] });
+  assert.deepEqual(r.object.ports, [{ name: '', protocol: 'TCP', port: 80 }]);
+});
+
+function tmp(): string {
+  return mkdtempSync(join(tmpdir(), 'rudder-test-'));
+}
+
+test('a manifest with a YAML error fails with the file and the document index', () => {
+  const dir = tmp();
+  try {
+    const f = join(dir, 'bad.yaml');
+    writeFileSync(f, 'apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {clusterIP: 10.96.0.1, ports: [{port: 80}]}\n---\nkind: [\n');
+    assert.throws(() => loadFile(f), (e: unknown) => e instanceof ManifestError && e.message.startsWith(`${f}: document 2: not valid YAML`));
+    writeFileSync(f, '---\n- a\n- b\n');
+    assert.throws(() => loadFile(f), /document 1: \(root\): must be a Kubernetes object/);
+    writeFileSync(f, 'apiVersion: v1\nmetadata: {name: a}\n');
+    assert.throws(() => loadFile(f), new RegExp(`${f}: document 1: kind: is required`));
+    assert.throws(() => loadManifests([join(dir, 'missing.yaml')]), /missing\.yaml: cannot read: ENOENT/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('an invalid object is skipped with its document named while the rest of the file loads; Lists are expanded', () => {
+  const dir = tmp();
+  try {
+    const f = join(dir, 'm.json');
+    const list = { apiVersion: 'v1', kind: 'List', items: [rawService('a'), rawService('b', { ports: [{ port: 0 }] }), rawSlice('a-1', 'a', [{ ip: '10.244.1.2' }])] };
+    writeFileSync(f, JSON.stringify(list));
+    const l = loadManifests([dir]);
+    assert.deepEqual(l.objects.map((o) => o.kind), ['Service', 'EndpointSlice']);
+    assert.equal(l.invalid.length, 1);
+    assert.equal(l.invalid[0]!.where, 'document 1, items[1]');
+    assert.match(l.invalid[0]!.reason, /Service default\/b: spec\.ports\[0\]\.port: 0 is out of range/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+async function until(cond: () => boolean, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out waiting');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+test('the file source emits upserts, deletes on edit, keeps objects through a broken save, and follows renames', async () => {
+  const dir = tmp();
+  const log = memoryLogger();
+  const src = new FileSource({ paths: [dir], logger: log, debounceMs: 20 });
+  const events: SourceEvent[] = [];
+  const yaml = (o: unknown[]): string => o.map((x) => JSON.stringify(x)).join('\n---\n');
+  try {
+    writeFileSync(join(dir, 'a.yaml'), yaml([rawService('a'), rawSlice('a-1', 'a', [{ ip: '10.244.1.2' }])]));
+    await src.start((e) => events.push(e));
+    assert.deepEqual(events.map((e) => e.type), ['upsert', 'upsert', 'synced', 'synced', 'synced']);
+    events.length = 0;
+
+    writeFileSync(join(dir, 'a.yaml'), yaml([rawService('a')]));
+    await until(() => events.length >= 1);
+    assert.deepEqual(events, [{ type: 'delete', kind: 'EndpointSlice', key: 'EndpointSlice/default/a-1' }]);
+    events.length = 0;
+
+    writeFileSync(join(dir, 'a.yaml'), 'kind: [');
+    await until(() => log.lines.some((l) => l.includes('manifest not reloaded')));
+    assert.equal(events.length, 0, 'a broken save withdraws nothing');
+
+    writeFileSync(join(dir, '.b.tmp'), yaml([rawService('a'), rawService('b', { clusterIP: '10.96.0.11' })]));
+    renameSync(join(dir, '.b.tmp'), join(dir, 'a.yaml'));
+    await until(() => events.some((e) => e.type === 'upsert'));
+    await new Promise((r) => setTimeout(r, 60));
+    assert.deepEqual(events.map((e) => (e.type === 'upsert' ? `${e.object.kind}/${'namespace' in e.object ? e.object.name : ''}` : e.type)), ['Service/b']);
+  } finally {
+    await src.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -3,7 +3,6 @@
 // service costs the same whatever the number of services.
 
 import type { EndpointSlice, Service } from '../source/objects.js';
-import { ipFamily, parseCIDR } from './ip.js';
 import { categorizeEndpoints } from './policy.js';
 import type { EndpointInfo, ProxyConfig, ServicePort, ServiceTable } from './types.js';
 
@@ -30,9 +29,16 @@ export function skipReason(svc: Service, cfg: ProxyConfig): string | null {
   return null;
 }
 
-function byFamily(ips: readonly string[], family: 4 | 6): string[] {
-  return ips.filter((ip) => ipFamily(ip) === family);
+function familyOf(validated: string): 4 | 6 {
+  return validated.includes(':') ? 6 : 4;
 }
+
+/** Addresses or CIDRs (validated text) of one family. */
+function byFamily(items: readonly string[], family: 4 | 6): string[] {
+  return items.length === 0 ? EMPTY : items.filter((x) => familyOf(x) === family);
+}
+
+const EMPTY = Object.freeze([]) as readonly string[] as string[];
 
 /**
  * Builds the entries of one service, one per port and IP family, sorted by id.
@@ -45,19 +51,26 @@ export function buildService(
   cfg: ProxyConfig,
 ): ServicePort[] {
   if (skipReason(svc, cfg) !== null) return [];
-  const sortedSlices = slices === undefined ? [] : [...slices.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  let sortedSlices: EndpointSlice[] = [];
+  if (slices !== undefined) {
+    sortedSlices = [...slices.values()];
+    if (sortedSlices.length > 1) sortedSlices.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
   const out: ServicePort[] = [];
   for (const clusterIP of svc.clusterIPs) {
-    const family = ipFamily(clusterIP);
-    if (family === null) continue;
+    // Addresses were validated by the decoder: the family is in the text.
+    const family = familyOf(clusterIP);
     const externalIPs = byFamily(svc.externalIPs, family);
     const loadBalancerIPs = byFamily(svc.loadBalancerIPs, family);
-    const loadBalancerSourceRanges = svc.loadBalancerSourceRanges.filter((c) => parseCIDR(c)?.family === family);
+    const loadBalancerSourceRanges = byFamily(svc.loadBalancerSourceRanges, family);
     for (const p of svc.ports) {
       const endpoints = collectEndpoints(sortedSlices, family, p.name, p.protocol, cfg.nodeName);
       const nodePort = p.nodePort;
       const accessible = nodePort > 0 || externalIPs.length > 0 || loadBalancerIPs.length > 0;
-      const base = {
+      const externalPolicyLocal = accessible && svc.externalTrafficPolicy === 'Local';
+      const internalPolicyLocal = svc.internalTrafficPolicy === 'Local';
+      const c = categorizeEndpoints({ internalPolicyLocal, externalPolicyLocal, nodePort, externalIPs, loadBalancerIPs, endpoints }, cfg);
+      out.push({
         id: `${svc.namespace}/${svc.name}:${p.name}/${p.protocol}${family === 6 ? '/v6' : ''}`,
         namespace: svc.namespace,
         name: svc.name,
@@ -71,15 +84,21 @@ export function buildService(
         loadBalancerIPs,
         loadBalancerSourceRanges,
         affinityTimeoutSeconds: svc.affinityTimeoutSeconds,
-        externalPolicyLocal: accessible && svc.externalTrafficPolicy === 'Local',
-        internalPolicyLocal: svc.internalTrafficPolicy === 'Local',
-        healthCheckNodePort: accessible && svc.externalTrafficPolicy === 'Local' ? svc.healthCheckNodePort : 0,
+        externalPolicyLocal,
+        internalPolicyLocal,
+        healthCheckNodePort: externalPolicyLocal ? svc.healthCheckNodePort : 0,
         endpoints,
-      };
-      out.push({ ...base, ...categorizeEndpoints(base, cfg) });
+        clusterEndpoints: c.clusterEndpoints,
+        localEndpoints: c.localEndpoints,
+        reachableEndpoints: c.reachableEndpoints,
+        hasEndpoints: c.hasEndpoints,
+        topologyMode: c.topologyMode,
+        clusterTerminatingFallback: c.clusterTerminatingFallback,
+        localTerminatingFallback: c.localTerminatingFallback,
+      });
     }
   }
-  out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  if (out.length > 1) out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   return out;
 }
 
@@ -91,6 +110,8 @@ function collectEndpoints(
   nodeName: string,
 ): EndpointInfo[] {
   const byId = new Map<string, EndpointInfo>();
+  let sorted = true;
+  let lastId = '';
   for (const slice of slices) {
     if (slice.family !== family) continue;
     for (const sp of slice.ports) {
@@ -99,6 +120,8 @@ function collectEndpoints(
         const id = endpointId(ep.address, sp.port);
         const isLocal = ep.nodeName !== '' && ep.nodeName === nodeName;
         if (byId.has(id) && !isLocal) continue;
+        if (id <= lastId) sorted = false;
+        lastId = id;
         byId.set(id, {
           ip: ep.address,
           port: sp.port,
@@ -115,7 +138,9 @@ function collectEndpoints(
       }
     }
   }
-  return [...byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const out = [...byId.values()];
+  if (!sorted) out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  return out;
 }
 
 /** Builds the whole table. */

@@ -5,11 +5,17 @@ import { trace } from '../model/trace.js';
 import { createLogger } from '../observe/log.js';
 import { DecodeError } from '../source/decode.js';
 import { ManifestError } from '../source/files.js';
-import { UsageError, flagAll, flagBool, parseArgs, renderHelp, type FlagSpecs } from './args.js';
+import { UsageError, flagAll, flagBool, flagOne, parseArgs, renderHelp, type FlagSpecs } from './args.js';
 import { PROXY_FLAGS, configFlags } from './config.js';
 import { loadTable } from './load.js';
-import { renderServiceRows, serviceRows } from './services.js';
+import { programmedServices, renderServiceRows, serviceRows } from './services.js';
 import { TRACE_FLAGS, packetFlags, traceJSON, traceText } from './trace.js';
+import { AGENT_FLAGS, agentSettings, runAgent } from './agent.js';
+import { ConfigError } from './agent-config.js';
+import { createDataPlane, DATAPLANES } from '../dataplane/index.js';
+import type { DataPlaneName } from '../dataplane/dataplane.js';
+import { DEFAULT_PROXY_NAME } from '../model/types.js';
+import { BindAddressError } from '../observe/server.js';
 
 /** Exit codes, documented in the README. */
 export const EXIT = {
@@ -29,8 +35,12 @@ const USAGE = `rudder: a Kubernetes Service proxy (kube-proxy replacement)
 Usage: rudder <command> [flags]
 
 Commands:
-  services   list every service frontend with its backends
+  agent      program this network namespace's kernel from Services and EndpointSlices
+  services   list every service frontend with its backends (from manifests, or a running agent)
   trace      tell where a packet to a service goes, and why
+  cleanup    remove everything a data plane created
+  demo       run a two-node lab with real traffic through every kind of frontend (root)
+  lab        build or remove lab network namespaces: lab up | down --run ID | clean | list
   version    print the version
 
 Run 'rudder <command> --help' for a command's flags.
@@ -43,12 +53,45 @@ function out(s: string): void {
 }
 
 const commands: Record<string, Command> = {
-  async services(argv) {
-    const specs = { ...PROXY_FLAGS, json: { boolean: true, help: 'print JSON' }, ...HELP_FLAG };
+  async agent(argv) {
+    const specs = { ...AGENT_FLAGS, ...HELP_FLAG };
     const p = parseArgs(argv, specs);
-    if (flagBool(p, 'help')) return out(renderHelp('Usage: rudder services -f MANIFESTS [flags]', specs)), EXIT.ok;
+    if (flagBool(p, 'help')) return out(renderHelp('Usage: rudder agent (-f MANIFESTS | --kubeconfig PATH | --in-cluster) [flags]', specs)), EXIT.ok;
+    return runAgent(agentSettings(p));
+  },
+
+  async cleanup(argv) {
+    const specs: FlagSpecs = { dataplane: { value: 'NAME', help: `data plane to remove: ${DATAPLANES.join(', ')} (default iptables)` }, ...HELP_FLAG };
+    const p = parseArgs(argv, specs);
+    if (flagBool(p, 'help')) return out(renderHelp('Usage: rudder cleanup [--dataplane NAME]', specs)), EXIT.ok;
+    const name = flagOne(p, 'dataplane') ?? 'iptables';
+    if (!(DATAPLANES as readonly string[]).includes(name)) throw new UsageError(`--dataplane: ${JSON.stringify(name)} is not one of ${DATAPLANES.join(', ')}`);
+    const logger = createLogger();
+    const noConfig = { nodeName: hostname(), nodeIPs: [], zone: '', clusterCIDRs: [], nodePortAddresses: [], masqueradeAll: false, proxyName: DEFAULT_PROXY_NAME };
+    const dp = await createDataPlane(name as DataPlaneName, { config: () => noConfig, logger });
+    await dp.cleanup();
+    logger.info('cleaned up', { dataplane: name });
+    return EXIT.ok;
+  },
+
+  async demo(argv) {
+    const { demoCommand } = await import('./demo.js');
+    return demoCommand(argv);
+  },
+
+  async lab(argv) {
+    const { labCommand } = await import('./lab.js');
+    return labCommand(argv);
+  },
+
+  async services(argv) {
+    const specs = { ...PROXY_FLAGS, json: { boolean: true, help: 'print JSON' }, agent: { value: 'HOST:PORT', help: 'read back what a running agent programmed (its metrics address)' }, ...HELP_FLAG };
+    const p = parseArgs(argv, specs);
+    if (flagBool(p, 'help')) return out(renderHelp('Usage: rudder services (-f MANIFESTS | --agent HOST:PORT) [flags]', specs)), EXIT.ok;
+    const agent = flagOne(p, 'agent');
+    if (agent !== undefined) return programmedServices(agent, flagBool(p, 'json'));
     const files = [...flagAll(p, 'file'), ...p.positional];
-    if (files.length === 0) throw new UsageError('services needs manifests: -f PATH');
+    if (files.length === 0) throw new UsageError('services needs manifests (-f PATH) or a running agent (--agent 127.0.0.1:10249)');
     const { table, config } = loadTable(files, configFlags(p, hostname()), createLogger());
     const rows = serviceRows(table, config);
     out(flagBool(p, 'json') ? JSON.stringify(rows, null, 1) + '\n' : renderServiceRows(rows));
@@ -92,7 +135,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`rudder ${cmd}: ${e.message}\n`);
       return EXIT.usage;
     }
-    if (e instanceof ManifestError || e instanceof DecodeError) {
+    if (e instanceof ManifestError || e instanceof DecodeError || e instanceof ConfigError || e instanceof BindAddressError) {
       process.stderr.write(`rudder ${cmd}: ${e.message}\n`);
       return EXIT.input;
     }

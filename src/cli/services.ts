@@ -1,4 +1,5 @@
 // `rudder services`: every frontend with its backends and their state, like `cilium service list`.
+import type { ProgrammedFrontend } from '../dataplane/dataplane.js';
 
 import { nodePortAddresses } from '../model/trace.js';
 import { allPorts, externalEndpoints, frontends, internalEndpoints, type ProxyConfig, type ServicePort, type ServiceTable } from '../model/types.js';
@@ -77,6 +78,34 @@ export function renderServiceRows(rows: readonly FrontendRow[]): string {
     });
     if (r.backends.length > 0 && r.action !== 'forward') bs.push(`(no usable backend: ${r.action})`);
     bs.forEach((b, i) => lines.push(i === 0 ? [r.service, `${r.frontend}/${r.protocol}`, r.type, policy, b] : ['', '', '', '', b]));
+  }
+  const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
+  const fmt = (l: readonly string[]): string => l.map((c, i) => (i === l.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  return [fmt(head), ...lines.map(fmt)].join('\n') + '\n';
+}
+
+/** `rudder services --agent HOST:PORT`: what a running agent has in the kernel, read back. */
+export async function programmedServices(agent: string, json: boolean): Promise<number> {
+  const url = `http://${agent}/services`;
+  let body: string;
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
+    if (!res.ok) throw new Error(`${url} answered ${res.status}`);
+    body = await res.text();
+  } catch (e) {
+    throw new Error(`cannot read ${url}: ${(e as Error).message}`);
+  }
+  const rows = JSON.parse(body) as ProgrammedFrontend[];
+  process.stdout.write(json ? JSON.stringify(rows, null, 1) + '\n' : renderProgrammed(rows));
+  return 0;
+}
+
+export function renderProgrammed(rows: readonly ProgrammedFrontend[]): string {
+  const head = ['SERVICE', 'FRONTEND', 'TYPE', 'BACKENDS (programmed)'];
+  const lines: string[][] = [];
+  for (const r of rows) {
+    const bs = r.backends.length === 0 ? ['(none: reject)'] : r.backends;
+    bs.forEach((b, i) => lines.push(i === 0 ? [r.service, r.address, r.kind, b] : ['', '', '', b]));
   }
   const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
   const fmt = (l: readonly string[]): string => l.map((c, i) => (i === l.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();

@@ -1,0 +1,140 @@
+// `rudder agent`: keeps the kernel of the network namespace it runs in in step with the
+// service table. On SIGTERM it stops and leaves the rules in place, as kube-proxy does.
+
+import { hostname } from 'node:os';
+import { createDataPlane, DATAPLANES } from '../dataplane/index.js';
+import type { DataPlaneName } from '../dataplane/dataplane.js';
+import { ProxyHealth } from '../observe/health.js';
+import { createLogger, type Logger } from '../observe/log.js';
+import { Metrics } from '../observe/metrics.js';
+import { startAdmin } from '../observe/server.js';
+import { FileSource } from '../source/files.js';
+import { KubernetesSource } from '../source/kubernetes.js';
+import type { Source } from '../source/objects.js';
+import { BoundedFrequencyRunner } from '../sync/runner.js';
+import { Syncer } from '../sync/syncer.js';
+import { Tracker } from '../sync/tracker.js';
+import { loadAgentConfig, parseDuration, type AgentFileConfig } from './agent-config.js';
+import { UsageError, flagAll, flagBool, flagOne, type FlagSpecs, type Parsed } from './args.js';
+import { PROXY_FLAGS, configFlags, proxyConfig, type ConfigFlags } from './config.js';
+
+export const AGENT_FLAGS: FlagSpecs = {
+  dataplane: { value: 'iptables|nftables|ebpf', help: 'the kernel data plane to program (default iptables)' },
+  config: { value: 'FILE', help: 'a KubeProxyConfiguration file; flags win over it' },
+  kubeconfig: { value: 'PATH', help: 'watch the Kubernetes API with this kubeconfig' },
+  'in-cluster': { boolean: true, help: 'watch the Kubernetes API with the pod\'s service account' },
+  ...PROXY_FLAGS,
+  'healthz-bind-address': { value: 'HOST:PORT', help: 'serve /healthz and /livez here, "" to disable (default 127.0.0.1:10256)' },
+  'metrics-bind-address': { value: 'HOST:PORT', help: 'serve /metrics and /services here, "" to disable (default 127.0.0.1:10249)' },
+  'sync-period': { value: 'DURATION', help: 'full resync at least this often (default 30s)' },
+  'min-sync-period': { value: 'DURATION', help: 'at most one sync per this interval; bursts coalesce (default 1s)' },
+};
+
+export interface AgentSettings {
+  dataplane: DataPlaneName;
+  flags: ConfigFlags;
+  manifests: string[];
+  kubeconfig: string | undefined;
+  inCluster: boolean;
+  healthz: string;
+  metrics: string;
+  syncPeriodMs: number;
+  minSyncPeriodMs: number;
+}
+
+function duration(p: Parsed, flag: string, fromFile: number | undefined, dflt: number): number {
+  const v = flagOne(p, flag);
+  if (v === undefined) return fromFile ?? dflt;
+  const ms = parseDuration(v);
+  if (ms === null) throw new UsageError(`--${flag}: ${JSON.stringify(v)} is not a duration like 30s or 500ms`);
+  return ms;
+}
+
+/** Merges flags over the config file. Throws UsageError or ConfigError. */
+export function agentSettings(p: Parsed): AgentSettings {
+  const cfgFile = flagOne(p, 'config');
+  const file: AgentFileConfig = cfgFile === undefined ? {} : loadAgentConfig(cfgFile);
+  const dataplane = flagOne(p, 'dataplane') ?? file.dataplane ?? 'iptables';
+  if (!(DATAPLANES as readonly string[]).includes(dataplane)) throw new UsageError(`--dataplane: ${JSON.stringify(dataplane)} is not one of ${DATAPLANES.join(', ')}`);
+  // File values join the flags as if given on the command line, so both pass the same checks.
+  const merged: Parsed = { flags: new Map(p.flags), positional: p.positional };
+  const fill = (flag: string, v: string[] | undefined): void => {
+    if (v !== undefined && !merged.flags.has(flag)) merged.flags.set(flag, v);
+  };
+  fill('node', file.hostnameOverride === undefined ? undefined : [file.hostnameOverride]);
+  fill('node-ip', file.nodeIPs);
+  fill('cluster-cidr', file.clusterCIDRs);
+  fill('nodeport-addresses', file.nodePortAddresses);
+  if (file.masqueradeAll === true) fill('masquerade-all', ['true']);
+  const manifests = [...flagAll(p, 'file'), ...p.positional];
+  const kubeconfig = flagOne(p, 'kubeconfig') ?? file.kubeconfig;
+  const inCluster = flagBool(p, 'in-cluster');
+  const allManifests = manifests.length > 0 ? manifests : file.manifests ?? [];
+  const sources = (allManifests.length > 0 ? 1 : 0) + (kubeconfig !== undefined ? 1 : 0) + (inCluster ? 1 : 0);
+  if (sources !== 1) throw new UsageError('give exactly one source: -f MANIFESTS, --kubeconfig PATH or --in-cluster');
+  return {
+    dataplane: dataplane as DataPlaneName,
+    flags: configFlags(merged, hostname()),
+    manifests: allManifests,
+    kubeconfig,
+    inCluster,
+    healthz: flagOne(p, 'healthz-bind-address') ?? file.healthzBindAddress ?? '127.0.0.1:10256',
+    metrics: flagOne(p, 'metrics-bind-address') ?? file.metricsBindAddress ?? '127.0.0.1:10249',
+    syncPeriodMs: duration(p, 'sync-period', file.syncPeriodMs, 30_000),
+    minSyncPeriodMs: duration(p, 'min-sync-period', file.minSyncPeriodMs, 1_000),
+  };
+}
+
+/** Runs until SIGTERM/SIGINT. Resolves with the exit code. */
+export async function runAgent(s: AgentSettings, logger: Logger = createLogger()): Promise<number> {
+  const log = logger.child({ node: s.flags.nodeName });
+  const metrics = new Metrics();
+  const health = new ProxyHealth(Math.max(2 * s.syncPeriodMs, 10_000));
+  const tracker = new Tracker(s.flags.nodeName);
+  const configFor = (node: Parameters<typeof proxyConfig>[1]) => proxyConfig(s.flags, node);
+  const dataplane = await createDataPlane(s.dataplane, { config: () => syncer.config, logger: log.child({ dataplane: s.dataplane }) });
+  const syncer: Syncer = new Syncer({ tracker, dataplane, config: configFor, logger: log, metrics, health, fullSyncIntervalMs: s.syncPeriodMs });
+  await dataplane.init();
+
+  const runner = new BoundedFrequencyRunner(async () => { await syncer.sync(); }, {
+    minIntervalMs: s.minSyncPeriodMs,
+    maxIntervalMs: s.syncPeriodMs,
+    retryMinMs: Math.min(1000, s.minSyncPeriodMs || 1000),
+    retryMaxMs: 30_000,
+    onError: (e, retryIn) => log.error('sync failed, the previous rules stay in place', { error: e, retryInMs: retryIn, detail: (e as { detail?: string }).detail?.slice(0, 2000) }),
+  });
+  const source: Source = s.manifests.length > 0
+    ? new FileSource({ paths: s.manifests, logger: log.child({ source: 'files' }) })
+    : new KubernetesSource({ kubeconfig: s.kubeconfig, inCluster: s.inCluster, nodeName: s.flags.nodeName, logger: log.child({ source: 'kubernetes' }) });
+
+  const admin = await startAdmin({
+    healthz: s.healthz,
+    metrics: s.metrics,
+    nodeName: s.flags.nodeName,
+    health,
+    registry: metrics.registry,
+    programmed: () => dataplane.programmed(),
+    table: () => Object.fromEntries(syncer.table),
+  });
+  log.info('rudder agent starting', { dataplane: s.dataplane, healthz: s.healthz || 'off', metrics: s.metrics || 'off', source: s.manifests.length > 0 ? s.manifests.join(',') : 'kubernetes' });
+
+  health.queued();
+  await source.start((e) => {
+    if (tracker.handle(e)) {
+      health.queued();
+      metrics.lastQueuedTimestamp.set(Date.now() / 1000);
+      runner.run();
+    }
+  });
+  runner.start();
+
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+  log.info('stopping; the programmed rules stay in place', { signal });
+  runner.stop();
+  await source.stop();
+  await admin.close();
+  return 0;
+}

@@ -1,0 +1,53 @@
+// Prometheus metrics under kube-proxy's names (so existing dashboards and alerts work), plus
+// Rudder's own under rudder_*.
+
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+// kube-proxy's buckets for sync durations (exponential from 1 ms) and programming latency.
+const SYNC_BUCKETS = [0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192, 16.384];
+const PROGRAMMING_BUCKETS = [0.25, 0.5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 45, 60, 90, 120, 180, 240, 300];
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly syncDuration: Histogram;
+  readonly syncFullDuration: Histogram;
+  readonly syncPartialDuration: Histogram;
+  readonly networkProgrammingDuration: Histogram;
+  readonly lastSyncTimestamp: Gauge;
+  readonly lastQueuedTimestamp: Gauge;
+  readonly endpointChangesPending: Gauge;
+  readonly endpointChangesTotal: Counter;
+  readonly serviceChangesPending: Gauge;
+  readonly serviceChangesTotal: Counter;
+  readonly noLocalEndpoints: Gauge<'traffic_policy'>;
+  readonly restoreFailures: Counter;
+  readonly syncFailures: Counter<'dataplane'>;
+  readonly servicePorts: Gauge;
+  readonly endpoints: Gauge;
+  readonly changes: Counter<'kind'>;
+  readonly applyBytes: Counter<'dataplane'>;
+
+  constructor(opts: { defaultMetrics?: boolean } = {}) {
+    const r = [this.registry];
+    if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+    this.syncDuration = new Histogram({ name: 'kubeproxy_sync_proxy_rules_duration_seconds', help: 'SyncProxyRules latency in seconds', buckets: SYNC_BUCKETS, registers: r });
+    this.syncFullDuration = new Histogram({ name: 'kubeproxy_sync_full_proxy_rules_duration_seconds', help: 'SyncProxyRules latency in seconds for full resyncs', buckets: SYNC_BUCKETS, registers: r });
+    this.syncPartialDuration = new Histogram({ name: 'kubeproxy_sync_partial_proxy_rules_duration_seconds', help: 'SyncProxyRules latency in seconds for partial resyncs', buckets: SYNC_BUCKETS, registers: r });
+    this.networkProgrammingDuration = new Histogram({ name: 'kubeproxy_network_programming_duration_seconds', help: 'In Cluster Network Programming Latency in seconds (from the change reaching the proxy to the kernel being programmed)', buckets: PROGRAMMING_BUCKETS, registers: r });
+    this.lastSyncTimestamp = new Gauge({ name: 'kubeproxy_sync_proxy_rules_last_timestamp_seconds', help: 'The last time proxy rules were successfully synced', registers: r });
+    this.lastQueuedTimestamp = new Gauge({ name: 'kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds', help: 'The last time a sync of proxy rules was queued', registers: r });
+    this.endpointChangesPending = new Gauge({ name: 'kubeproxy_sync_proxy_rules_endpoint_changes_pending', help: 'Pending proxy rules Endpoint changes', registers: r });
+    this.endpointChangesTotal = new Counter({ name: 'kubeproxy_sync_proxy_rules_endpoint_changes_total', help: 'Cumulative proxy rules Endpoint changes', registers: r });
+    this.serviceChangesPending = new Gauge({ name: 'kubeproxy_sync_proxy_rules_service_changes_pending', help: 'Pending proxy rules Service changes', registers: r });
+    this.serviceChangesTotal = new Counter({ name: 'kubeproxy_sync_proxy_rules_service_changes_total', help: 'Cumulative proxy rules Service changes', registers: r });
+    this.noLocalEndpoints = new Gauge({ name: 'kubeproxy_sync_proxy_rules_no_local_endpoints_total', help: 'Number of services with a Local traffic policy and no endpoints', labelNames: ['traffic_policy'], registers: r });
+    this.restoreFailures = new Counter({ name: 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total', help: 'Cumulative proxy iptables restore failures', registers: r });
+    this.syncFailures = new Counter({ name: 'rudder_sync_failures_total', help: 'Syncs whose kernel transaction failed, by data plane', labelNames: ['dataplane'], registers: r });
+    this.servicePorts = new Gauge({ name: 'rudder_service_ports', help: 'Service ports in the service table', registers: r });
+    this.endpoints = new Gauge({ name: 'rudder_endpoints', help: 'Endpoints reachable from this node, summed over service ports', registers: r });
+    this.changes = new Counter({ name: 'rudder_table_changes_total', help: 'Service table changes applied, by kind', labelNames: ['kind'], registers: r });
+    this.applyBytes = new Counter({ name: 'rudder_dataplane_transaction_bytes_total', help: 'Bytes handed to the kernel tool', labelNames: ['dataplane'], registers: r });
+    this.noLocalEndpoints.set({ traffic_policy: 'internal' }, 0);
+    this.noLocalEndpoints.set({ traffic_policy: 'external' }, 0);
+  }
+}

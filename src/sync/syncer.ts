@@ -1,0 +1,133 @@
+// One sync: take the tracker's pending changes, rebuild the touched services (or everything on a
+// full sync), diff, and hand the changes to the data plane as one transaction. A failed
+// transaction leaves the kernel as it was; the next sync is then a full one.
+
+import { build, rebuildServices } from '../model/build.js';
+import { applyRebuilt, diff, diffServices } from '../model/diff.js';
+import type { Change, ProxyConfig, ServicePort } from '../model/types.js';
+import { usesLocalEndpoints } from '../model/types.js';
+import type { DataPlane } from '../dataplane/dataplane.js';
+import type { Logger } from '../observe/log.js';
+import type { Metrics } from '../observe/metrics.js';
+import type { ProxyHealth } from '../observe/health.js';
+import type { Node } from '../source/objects.js';
+import type { PendingChanges, Tracker } from './tracker.js';
+
+export interface SyncerOptions {
+  tracker: Tracker;
+  dataplane: DataPlane;
+  /** Makes the proxy config from this node's Node object (flags win). */
+  config: (node: Node | null) => ProxyConfig;
+  logger: Logger;
+  metrics?: Metrics;
+  health?: ProxyHealth;
+  /** A full sync at least this often (ms), as kube-proxy's periodic resync. */
+  fullSyncIntervalMs: number;
+  now?: () => number;
+}
+
+export interface SyncReport {
+  full: boolean;
+  changes: number;
+  durationMs: number;
+}
+
+function sameConfig(a: ProxyConfig, b: ProxyConfig): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+export class Syncer {
+  table = new Map<string, readonly ServicePort[]>();
+  config: ProxyConfig;
+  private needFull = true;
+  private lastFull = -Infinity;
+  private readonly now: () => number;
+  syncs = 0;
+
+  constructor(private readonly o: SyncerOptions) {
+    this.now = o.now ?? Date.now;
+    this.config = o.config(o.tracker.node);
+  }
+
+  /** Called by the runner. Throws when the data plane failed (the runner retries with backoff). */
+  async sync(): Promise<SyncReport | null> {
+    const { tracker, dataplane, logger, metrics } = this.o;
+    if (!tracker.ready) {
+      logger.debug('waiting for the initial list before the first sync');
+      return null;
+    }
+    const start = this.now();
+    const pending = tracker.take();
+    const cfg = this.o.config(tracker.node);
+    const configChanged = !sameConfig(cfg, this.config);
+    if (configChanged) logger.info('node configuration changed, rebuilding everything', { nodeIPs: cfg.nodeIPs.join(','), zone: cfg.zone });
+    const full = this.needFull || configChanged || start - this.lastFull >= this.o.fullSyncIntervalMs;
+
+    let changes: Change[];
+    if (full) {
+      const next = build(tracker, cfg);
+      changes = diff(this.table, next);
+      this.table = next;
+    } else {
+      const rebuilt = rebuildServices(tracker, cfg, pending.services);
+      changes = diffServices(this.table, rebuilt);
+      applyRebuilt(this.table, rebuilt);
+    }
+    this.config = cfg;
+    // The table now holds the desired state whatever the kernel says: a failure below forces a
+    // full sync, which reprograms everything from it.
+    this.needFull = true;
+    try {
+      const res = await dataplane.apply(changes, this.table, { full });
+      metrics?.applyBytes.inc({ dataplane: dataplane.name }, res.bytes);
+    } catch (e) {
+      // Keep the changes pending (for the latency metric and the health check) until a sync lands.
+      tracker.restore(pending);
+      metrics?.syncFailures.inc({ dataplane: dataplane.name });
+      if (dataplane.name === 'iptables') metrics?.restoreFailures.inc();
+      throw e;
+    }
+    this.needFull = false;
+    if (full) this.lastFull = start;
+    this.syncs++;
+    const end = this.now();
+    this.o.health?.updated();
+    if (metrics !== undefined) this.record(metrics, full, changes, pending, start, end);
+    logger.debug('synced', { full, changes: changes.length, ms: end - start });
+    return { full, changes: changes.length, durationMs: end - start };
+  }
+
+  private record(m: Metrics, full: boolean, changes: Change[], pending: PendingChanges, start: number, end: number): void {
+    const secs = (end - start) / 1000;
+    m.syncDuration.observe(secs);
+    (full ? m.syncFullDuration : m.syncPartialDuration).observe(secs);
+    m.lastSyncTimestamp.set(end / 1000);
+    for (const at of pending.firstChangeAt.values()) m.networkProgrammingDuration.observe((end - at) / 1000);
+    m.serviceChangesTotal.inc(pending.serviceChanges);
+    m.endpointChangesTotal.inc(pending.endpointChanges);
+    const counts = this.o.tracker.pendingCounts;
+    m.serviceChangesPending.set(counts.services);
+    m.endpointChangesPending.set(counts.endpoints);
+    // Table-wide gauges are kept by accounting for each change, not by scanning the table.
+    for (const c of changes) {
+      m.changes.inc({ kind: c.kind });
+      if (c.kind !== 'added') this.count(c.prev, -1);
+      if (c.kind !== 'removed') this.count(c.next, 1);
+    }
+    m.servicePorts.set(this.totals.ports);
+    m.endpoints.set(this.totals.endpoints);
+    m.noLocalEndpoints.set({ traffic_policy: 'internal' }, this.totals.noLocalInternal);
+    m.noLocalEndpoints.set({ traffic_policy: 'external' }, this.totals.noLocalExternal);
+  }
+
+  private readonly totals = { ports: 0, endpoints: 0, noLocalInternal: 0, noLocalExternal: 0 };
+
+  private count(sp: ServicePort, sign: 1 | -1): void {
+    this.totals.ports += sign;
+    this.totals.endpoints += sign * sp.reachableEndpoints.length;
+    if (usesLocalEndpoints(sp) && sp.hasEndpoints && sp.localEndpoints.length === 0) {
+      if (sp.internalPolicyLocal) this.totals.noLocalInternal += sign;
+      if (sp.externalPolicyLocal) this.totals.noLocalExternal += sign;
+    }
+  }
+}

@@ -1,0 +1,90 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const BIN = fileURLToPath(new URL('../../../bin/rudder.js', import.meta.url));
+const EXAMPLE = fileURLToPath(new URL('../../../examples/demo.yaml', import.meta.url));
+
+function rudder(...args: string[]): { code: number; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 20_000 });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+function assertNoStack(stderr: string): void {
+  assert.doesNotMatch(stderr, /^\s+at .+:\d+:\d+\)?$/m, `a user error printed a stack trace:\n${stderr}`);
+}
+
+test('usage errors exit 2 with one line naming the problem', () => {
+  for (const [args, msg] of [
+    [['trace', '-f', EXAMPLE, '--dst', '10.96.0.10', '--port', '80'], /--src is required/],
+    [['trace', '-f', EXAMPLE, '--src', '10.244.1.5', '--dst', '10.96.0.999', '--port', '80'], /--dst: "10\.96\.0\.999" is not an IP address/],
+    [['trace', '-f', EXAMPLE, '--src', '10.244.1.5', '--dst', '10.96.0.10', '--port', '70000'], /--port: "70000" must be an integer from 1 to 65535/],
+    [['trace', '-f', EXAMPLE, '--src', '10.244.1.5', '--dst', '10.96.0.10', '--port', '80', '--proto', 'icmp'], /--proto/],
+    [['services', '--bogus'], /unknown flag --bogus/],
+    [['services', '-f', EXAMPLE, '--cluster-cidr', '10.0.0.0/99'], /--cluster-cidr: "10\.0\.0\.0\/99" is not a CIDR/],
+    [['agent', '--dataplane', 'ipvs', '-f', EXAMPLE], /--dataplane: "ipvs" is not one of iptables, nftables, ebpf/],
+    [['agent', '--dataplane', 'iptables'], /exactly one source/],
+    [['frobnicate'], /unknown command "frobnicate"/],
+  ] as const) {
+    const r = rudder(...args);
+    assert.equal(r.code, 2, `${args.join(' ')}: exit ${r.code}\n${r.stderr}`);
+    assert.match(r.stderr, msg);
+    assertNoStack(r.stderr);
+  }
+});
+
+test('a malformed manifest exits 3 naming the file, the document and the field', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rudder-cli-'));
+  try {
+    const f = join(dir, 'bad.yaml');
+    writeFileSync(f, 'apiVersion: v1\nkind: Service\nmetadata: {name: ok}\nspec: {clusterIP: 10.96.0.1, ports: [{port: 80}]}\n---\napiVersion: v1\nmetadata: {name: x}\n');
+    const r = rudder('services', '-f', f);
+    assert.equal(r.code, 3);
+    assert.equal(r.stderr.trim(), `rudder services: ${f}: document 2: kind: is required`);
+    const missing = rudder('services', '-f', join(dir, 'nope.yaml'));
+    assert.equal(missing.code, 3);
+    assert.match(missing.stderr, /nope\.yaml: cannot read: ENOENT/);
+    const cfg = join(dir, 'config.yaml');
+    writeFileSync(cfg, 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\niptables:\n  syncPeriod: soon\n');
+    const bad = rudder('agent', '--config', cfg, '-f', EXAMPLE);
+    assert.equal(bad.code, 3);
+    assert.match(bad.stderr, /config\.yaml: iptables\.syncPeriod: "soon" is not a duration/);
+    for (const x of [r, missing, bad]) assertNoStack(x.stderr);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('an invalid object is skipped with a warning and every other service is still served', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rudder-cli-'));
+  try {
+    const f = join(dir, 'm.yaml');
+    writeFileSync(f, [
+      'apiVersion: v1\nkind: Service\nmetadata: {name: bad, namespace: a}\nspec: {clusterIP: 10.96.0.1, ports: [{name: x, port: 80}, {name: x, port: 81}]}',
+      'apiVersion: v1\nkind: Service\nmetadata: {name: good, namespace: a}\nspec: {clusterIP: 10.96.0.2, ports: [{port: 80}]}',
+    ].join('\n---\n'));
+    const r = rudder('services', '-f', f, '--json');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /skipping invalid object: .*m\.yaml: document 1: Service a\/bad: spec\.ports\[1\]\.name: duplicate port name "x"/);
+    const rows = JSON.parse(r.stdout) as Array<{ service: string }>;
+    assert.deepEqual(rows.map((x) => x.service), ['a/good:/TCP']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('trace explains in words without --json, and services prints a table', () => {
+  const t = rudder('trace', '-f', EXAMPLE, '--node', 'node-1', '--cluster-cidr', '10.244.0.0/16', '--src', '198.18.0.100', '--dst', '198.18.1.10', '--port', '80');
+  assert.equal(t.code, 0, t.stderr);
+  assert.match(t.stdout, /^TCP 198\.18\.0\.100 -> 198\.18\.1\.10:80: FORWARD$/m);
+  assert.match(t.stdout, /externalTrafficPolicy is Local: only endpoints on this node are used/);
+  assert.match(t.stdout, /backends: 10\.244\.1\.11:8081$/m);
+  const s = rudder('services', '-f', EXAMPLE, '--node', 'node-1');
+  assert.equal(s.code, 0, s.stderr);
+  assert.match(s.stdout, /^demo\/shop:http\/TCP\s+198\.18\.1\.10:80\/TCP\s+LoadBalancer\s+eTP=Local\s+10\.244\.1\.11:8081 \(ready, local\)$/m);
+  assert.match(s.stdout, /^demo\/empty:http\/TCP\s+10\.96\.0\.14:80\/TCP\s+ClusterIP\s+iTP=Cluster\s+\(none: reject\)$/m);
+});

@@ -5,15 +5,9 @@ import type { EndpointInfo, ProxyConfig, ServicePort, TopologyMode } from './typ
 
 type PolicyInput = Pick<ServicePort, 'internalPolicyLocal' | 'externalPolicyLocal' | 'nodePort' | 'externalIPs' | 'loadBalancerIPs' | 'endpoints'>;
 
-export interface Categorized {
-  clusterEndpoints: string[];
-  localEndpoints: string[];
-  reachableEndpoints: string[];
-  hasEndpoints: boolean;
-  topologyMode: TopologyMode;
-  clusterTerminatingFallback: boolean;
-  localTerminatingFallback: boolean;
-}
+/** The resolved endpoint sets of a service port (see ServicePort for each field's meaning). */
+export type Categorized = Pick<ServicePort, 'clusterEndpoints' | 'localEndpoints' | 'reachableEndpoints' | 'hasEndpoints'
+  | 'topologyMode' | 'clusterTerminatingFallback' | 'localTerminatingFallback'>;
 
 function usableServingTerminating(ep: EndpointInfo): boolean {
   return ep.serving && ep.terminating;

@@ -1,0 +1,79 @@
+// Stale UDP conntrack entries, cleared as kube-proxy clears them once a sync has been applied:
+// UDP has no connection teardown, so an entry DNATed to an endpoint that left (or created while a
+// service had no endpoint) keeps steering a client's packets until it times out.
+//
+// kube-proxy (pkg/proxy/conntrack), with its exact conntrack(8) arguments:
+//   - an endpoint left a UDP service port: for each of the port's VIPs (clusterIP, externalIPs,
+//     LB IPs) `-D --orig-dst <vip> --dst-nat <ep ip> -p udp`, and for its NodePort
+//     `-D -p udp --dport <nodePort> --dst-nat <ep ip>`;
+//   - a UDP service port got its first usable endpoint (or appeared with one): `-D --orig-dst <vip> -p udp`
+//     for each VIP, `-D -p udp --dport <nodePort>`;
+//   - a UDP service port was removed: its VIPs and NodePort, as above.
+// Pure: this file only computes the commands; the data plane runs them.
+
+import type { Change, ServicePort } from '../../model/types.js';
+
+/** conntrack's message when nothing matched; with it a non-zero exit is not an error. */
+export const NO_FLOWS_DELETED = '0 flow entries have been deleted';
+
+function isV4Udp(sp: ServicePort): boolean {
+  return sp.family === 4 && sp.protocol === 'UDP';
+}
+
+function vips(sp: ServicePort): string[] {
+  return [sp.clusterIP, ...sp.externalIPs, ...sp.loadBalancerIPs];
+}
+
+function flushService(sp: ServicePort, out: string[][]): void {
+  for (const vip of vips(sp)) out.push(['conntrack', '-D', '--orig-dst', vip, '-p', 'udp']);
+  if (sp.nodePort > 0) out.push(['conntrack', '-D', '-p', 'udp', '--dport', String(sp.nodePort)]);
+}
+
+function flushEndpoint(sp: ServicePort, endpointIP: string, out: string[][]): void {
+  if (sp.nodePort > 0) out.push(['conntrack', '-D', '-p', 'udp', '--dport', String(sp.nodePort), '--dst-nat', endpointIP]);
+  for (const vip of vips(sp)) out.push(['conntrack', '-D', '--orig-dst', vip, '--dst-nat', endpointIP, '-p', 'udp']);
+}
+
+function ipOf(sp: ServicePort, endpointId: string): string {
+  const ep = sp.endpoints.find((e) => e.id === endpointId);
+  return ep?.ip ?? endpointId.slice(0, endpointId.lastIndexOf(':'));
+}
+
+/** The conntrack invocations a set of changes calls for, deduplicated, in a stable order. */
+export function staleConntrackCommands(changes: readonly Change[]): string[][] {
+  const out: string[][] = [];
+  for (const ch of changes) {
+    switch (ch.kind) {
+      case 'added':
+        if (isV4Udp(ch.next) && ch.next.hasEndpoints) flushService(ch.next, out);
+        break;
+      case 'removed':
+        if (isV4Udp(ch.prev)) flushService(ch.prev, out);
+        break;
+      case 'serviceChanged':
+      case 'endpointsChanged': {
+        const { prev, next } = ch;
+        if (isV4Udp(next) && next.hasEndpoints && !prev.hasEndpoints) flushService(next, out);
+        if (isV4Udp(prev)) {
+          // Entries were created through the previous frontends, towards the previous endpoints.
+          const still = new Set(next.protocol === prev.protocol ? next.reachableEndpoints : []);
+          const gone = new Set<string>();
+          for (const id of prev.reachableEndpoints) if (!still.has(id)) gone.add(ipOf(prev, id));
+          for (const ip of gone) flushEndpoint(prev, ip, out);
+        }
+        break;
+      }
+      default: {
+        const never: never = ch;
+        throw new TypeError(`unhandled change ${JSON.stringify(never)}`);
+      }
+    }
+  }
+  const seen = new Set<string>();
+  return out.filter((argv) => {
+    const key = argv.join('\0');
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}

@@ -1,0 +1,317 @@
+// ServicePorts -> one iptables-restore transaction, laid out as kube-proxy's iptables proxier lays
+// it out (pkg/proxy/iptables/proxier.go, syncProxyRules). Pure: no I/O, no clock.
+//
+// Every rule follows from the ServicePort's resolved endpoint sets (clusterEndpoints,
+// localEndpoints, reachableEndpoints, hasEndpoints); no endpoint policy is re-derived here.
+// Only IPv4 service ports are rendered (iptables); IPv6 would go through ip6tables later.
+
+import { inAnyCIDR, parseCIDR, parseIP } from '../../model/ip.js';
+import { externallyAccessible, usesClusterEndpoints, usesLocalEndpoints } from '../../model/types.js';
+import type { ProxyConfig, ServicePort } from '../../model/types.js';
+import {
+  FILTER_TOP_CHAINS, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_MARK_MASQ, KUBE_NODEPORTS, KUBE_POSTROUTING,
+  KUBE_PROXY_FIREWALL, KUBE_SERVICES, NAT_TOP_CHAINS, portChains,
+} from './chains.js';
+import type { JumpRule, PortChains } from './chains.js';
+import { DiscardTransaction, Transaction } from './transaction.js';
+
+const DISCARD = new DiscardTransaction();
+
+/** Node-level inputs of the layout, derived once from ProxyConfig (see renderConfig). */
+export interface RenderConfig {
+  /** "0x4000" for bit 14; written as kube-proxy's test fixtures write it. */
+  masqueradeMark: string;
+  masqueradeAll: boolean;
+  /** IPv4 pod CIDR that identifies pod traffic (kube-proxy's detect-local by cluster CIDR); "" disables it. */
+  clusterCIDR: string;
+  /** Primary IPv4 node address, "" when unknown: LB source ranges containing it also admit the node. */
+  nodeIP: string;
+  /** null: NodePorts on every local address (addrtype LOCAL); else only on these addresses. */
+  nodePortIPs: string[] | null;
+  /** Drop ctstate INVALID in KUBE-FORWARD (kube-proxy does unless nf_conntrack_tcp_be_liberal is set). */
+  dropInvalid: boolean;
+}
+
+/**
+ * Derives the IPv4 render settings from the node config. Never throws: problems come back as
+ * warnings (e.g. several IPv4 cluster CIDRs, of which, like kube-proxy, only one can be used).
+ */
+export function renderConfig(cfg: ProxyConfig, masqueradeBit = 14): { config: RenderConfig; warnings: string[] } {
+  const warnings: string[] = [];
+  const v4cidrs = cfg.clusterCIDRs.filter((c) => parseCIDR(c)?.family === 4);
+  if (v4cidrs.length > 1) warnings.push(`several IPv4 clusterCIDRs (${v4cidrs.join(', ')}): only ${v4cidrs[0]} identifies pod traffic`);
+  const v4nodeIPs = cfg.nodeIPs.filter((ip) => parseIP(ip)?.family === 4);
+  let nodePortIPs: string[] | null = null;
+  if (cfg.nodePortAddresses.length > 0) {
+    // kube-proxy's NodePortAddresses: only this family's CIDRs; a /0 means "every address";
+    // CIDRs given but none for this family means no NodePorts for this family.
+    const cidrs = cfg.nodePortAddresses.filter((c) => parseCIDR(c)?.family === 4);
+    if (!cidrs.some((c) => parseCIDR(c)?.prefix === 0)) {
+      nodePortIPs = [];
+      for (const ip of v4nodeIPs) {
+        if (!inAnyCIDR(ip, cidrs)) continue;
+        // Localhost NodePorts need route_localnet, which Rudder does not set (kube-proxy with
+        // --iptables-localhost-nodeports=false logs and skips them the same way).
+        if (inAnyCIDR(ip, ['127.0.0.0/8'])) { warnings.push(`nodePortAddresses matches loopback ${ip}: localhost NodePorts are not supported`); continue; }
+        nodePortIPs.push(ip);
+      }
+      if (cidrs.length === 0) warnings.push('nodePortAddresses has no IPv4 CIDR: no IPv4 NodePorts');
+    }
+  }
+  return {
+    config: {
+      masqueradeMark: '0x' + (2 ** masqueradeBit).toString(16),
+      masqueradeAll: cfg.masqueradeAll,
+      clusterCIDR: v4cidrs[0] ?? '',
+      nodeIP: v4nodeIPs[0] ?? '',
+      nodePortIPs,
+      dropInvalid: true,
+    },
+    warnings,
+  };
+}
+
+/**
+ * kube-proxy's probability string, fmt "%0.10f" of 1/n: correctly rounded, ties to even (Go's
+ * strconv), where JavaScript's toFixed would round a tie up (n = 2048 is the one that matters).
+ */
+const probabilities: string[] = [];
+
+export function probability(n: number): string {
+  const known = probabilities[n];
+  if (known !== undefined) return known;
+  const s = formatProbability(n);
+  if (n <= 10_000) probabilities[n] = s;
+  return s;
+}
+
+function formatProbability(n: number): string {
+  const x = 1 / n;
+  const s = x.toFixed(10);
+  const longer = x.toFixed(30);
+  const isTie = longer[12] === '5' && /^0*$/.test(longer.slice(13));
+  if (isTie && Number(s[s.length - 1]) % 2 === 1) return (x - 5e-11).toFixed(10);
+  return s;
+}
+
+/** The rule specification of a jump rule, as kube-proxy writes it. */
+export function jumpArgs(j: JumpRule): string[] {
+  return [...j.extra, '-m', 'comment', '--comment', j.comment, '-j', j.to];
+}
+
+/** The dispatch rules from one policy chain (SVC or SVL) to its endpoints' SEP chains. */
+function writeEndpointDispatch(tx: Transaction, sp: ServicePort, c: PortChains, chain: string, endpointIds: readonly string[]): void {
+  if (sp.affinityTimeoutSeconds > 0) {
+    for (const id of endpointIds) {
+      const sep = c.sep(id);
+      tx.append('nat', chain, '-m', 'comment', '--comment', `${c.name} -> ${id}`,
+        '-m', 'recent', '--name', sep, '--rcheck', '--seconds', String(sp.affinityTimeoutSeconds), '--reap', '-j', sep);
+    }
+  }
+  const n = endpointIds.length;
+  endpointIds.forEach((id, i) => {
+    const stat = i < n - 1 ? ['-m', 'statistic', '--mode', 'random', '--probability', probability(n - i)] : [];
+    tx.append('nat', chain, '-m', 'comment', '--comment', `${c.name} -> ${id}`, ...stat, '-j', c.sep(id));
+  });
+}
+
+/**
+ * Renders one IPv4 service port: its rules in the top-level chains always, and its own chains
+ * (SVC/SVL/EXT/FW/SEP) only when `writeOwn`. Returns the nat chains the port owns either way.
+ */
+export function renderServicePort(tx: Transaction, sp: ServicePort, cfg: RenderConfig, writeOwn: boolean): string[] {
+  const c = portChains(sp);
+  const { name, proto } = c;
+  const byId = new Map(sp.endpoints.map((e) => [e.id, e]));
+  const owned: string[] = [];
+
+  const usesClusterChain = sp.clusterEndpoints.length > 0 && usesClusterEndpoints(sp);
+  const usesLocalChain = sp.localEndpoints.length > 0 && usesLocalEndpoints(sp);
+  const hasEndpoints = sp.hasEndpoints;
+  const hasInternal = hasEndpoints && !(sp.internalPolicyLocal && sp.localEndpoints.length === 0);
+  const hasExternal = hasEndpoints && !(sp.externalPolicyLocal && sp.localEndpoints.length === 0);
+  const internalChain = sp.internalPolicyLocal ? c.svl : c.svc;
+  const externalPolicyChain = sp.externalPolicyLocal ? c.svl : c.svc;
+  const usesExtChain = hasEndpoints && externallyAccessible(sp);
+  const usesFwChain = hasEndpoints && sp.loadBalancerIPs.length > 0 && sp.loadBalancerSourceRanges.length > 0;
+  const lbChain = usesFwChain ? c.fw : c.ext;
+
+  let internalFilter = '';
+  let internalComment = '';
+  let externalFilter = '';
+  let externalComment = '';
+  if (!hasEndpoints) {
+    internalFilter = externalFilter = 'REJECT';
+    internalComment = externalComment = `${name} has no endpoints`;
+  } else {
+    if (!hasInternal) { internalFilter = 'DROP'; internalComment = `${name} has no local endpoints`; }
+    if (!hasExternal) { externalFilter = 'DROP'; externalComment = `${name} has no local endpoints`; }
+  }
+  const pp = ['-m', proto, '-p', proto];
+  const port = String(sp.port);
+
+  // ClusterIP.
+  if (hasInternal) {
+    tx.append('nat', KUBE_SERVICES, '-m', 'comment', '--comment', `${name} cluster IP`, ...pp, '-d', sp.clusterIP, '--dport', port, '-j', internalChain);
+  } else {
+    tx.append('filter', KUBE_SERVICES, '-m', 'comment', '--comment', internalComment, ...pp, '-d', sp.clusterIP, '--dport', port, '-j', internalFilter);
+  }
+  // External IPs.
+  for (const ip of sp.externalIPs) {
+    if (hasEndpoints) tx.append('nat', KUBE_SERVICES, '-m', 'comment', '--comment', `${name} external IP`, ...pp, '-d', ip, '--dport', port, '-j', c.ext);
+    if (!hasExternal) tx.append('filter', KUBE_EXTERNAL_SERVICES, '-m', 'comment', '--comment', externalComment, ...pp, '-d', ip, '--dport', port, '-j', externalFilter);
+  }
+  // LoadBalancer ingress IPs.
+  for (const ip of sp.loadBalancerIPs) {
+    if (hasEndpoints) tx.append('nat', KUBE_SERVICES, '-m', 'comment', '--comment', `${name} loadbalancer IP`, ...pp, '-d', ip, '--dport', port, '-j', lbChain);
+    if (usesFwChain) {
+      tx.append('filter', KUBE_PROXY_FIREWALL, '-m', 'comment', '--comment', `${name} traffic not accepted by ${c.fw}`, ...pp, '-d', ip, '--dport', port, '-j', 'DROP');
+    }
+  }
+  if (!hasExternal) {
+    for (const ip of sp.loadBalancerIPs) {
+      tx.append('filter', KUBE_EXTERNAL_SERVICES, '-m', 'comment', '--comment', externalComment, ...pp, '-d', ip, '--dport', port, '-j', externalFilter);
+    }
+  }
+  // NodePort (not subject to loadBalancerSourceRanges, as in kube-proxy).
+  if (sp.nodePort !== 0) {
+    const np = String(sp.nodePort);
+    if (hasEndpoints) tx.append('nat', KUBE_NODEPORTS, '-m', 'comment', '--comment', name, ...pp, '--dport', np, '-j', c.ext);
+    if (!hasExternal) {
+      tx.append('filter', KUBE_EXTERNAL_SERVICES, '-m', 'comment', '--comment', externalComment, '-m', 'addrtype', '--dst-type', 'LOCAL', ...pp, '--dport', np, '-j', externalFilter);
+    }
+  }
+  // Health check node port: accepted whether or not there are local endpoints.
+  if (sp.healthCheckNodePort !== 0) {
+    tx.append('filter', KUBE_NODEPORTS, '-m', 'comment', '--comment', `${name} health check node port`, '-m', 'tcp', '-p', 'tcp', '--dport', String(sp.healthCheckNodePort), '-j', 'ACCEPT');
+  }
+
+  // The service's own chains; skipped on a partial sync when the port did not change.
+  const own = writeOwn ? tx : DISCARD;
+
+  if (hasInternal) {
+    const match = ['-m', 'comment', '--comment', `${name} cluster IP`, ...pp, '-d', sp.clusterIP, '--dport', port];
+    if (cfg.masqueradeAll) own.append('nat', internalChain, ...match, '-j', KUBE_MARK_MASQ);
+    // Off-cluster sources to a ClusterIP may have been routed here by another node: masquerade them.
+    else if (cfg.clusterCIDR !== '') own.append('nat', internalChain, ...match, '!', '-s', cfg.clusterCIDR, '-j', KUBE_MARK_MASQ);
+  }
+
+  if (usesExtChain) {
+    own.chain('nat', c.ext);
+    owned.push(c.ext);
+    if (!sp.externalPolicyLocal) {
+      own.append('nat', c.ext, '-m', 'comment', '--comment', `masquerade traffic for ${name} external destinations`, '-j', KUBE_MARK_MASQ);
+    } else {
+      if (cfg.clusterCIDR !== '') {
+        own.append('nat', c.ext, '-m', 'comment', '--comment', `pod traffic for ${name} external destinations`, '-s', cfg.clusterCIDR, '-j', c.svc);
+      }
+      own.append('nat', c.ext, '-m', 'comment', '--comment', `masquerade LOCAL traffic for ${name} external destinations`, '-m', 'addrtype', '--src-type', 'LOCAL', '-j', KUBE_MARK_MASQ);
+      own.append('nat', c.ext, '-m', 'comment', '--comment', `route LOCAL traffic for ${name} external destinations`, '-m', 'addrtype', '--src-type', 'LOCAL', '-j', c.svc);
+    }
+    if (hasExternal) own.append('nat', c.ext, '-j', externalPolicyChain);
+  }
+
+  if (usesFwChain) {
+    own.chain('nat', c.fw);
+    owned.push(c.fw);
+    const head = ['-m', 'comment', '--comment', `${name} loadbalancer IP`];
+    let allowFromNode = false;
+    for (const cidr of sp.loadBalancerSourceRanges) {
+      own.append('nat', c.fw, ...head, '-s', cidr, '-j', c.ext);
+      if (cfg.nodeIP !== '' && inAnyCIDR(cfg.nodeIP, [cidr])) allowFromNode = true;
+    }
+    // A VIP-style LB address is often local to the node: node-originated requests then arrive
+    // with the VIP as source and must be let through.
+    if (allowFromNode) for (const ip of sp.loadBalancerIPs) own.append('nat', c.fw, ...head, '-s', ip, '-j', c.ext);
+    own.append('nat', c.fw, '-m', 'comment', '--comment', `other traffic to ${name} will be dropped by KUBE-PROXY-FIREWALL`);
+  }
+
+  if (usesClusterChain) {
+    own.chain('nat', c.svc);
+    owned.push(c.svc);
+    writeEndpointDispatch(own, sp, c, c.svc, sp.clusterEndpoints);
+  }
+  if (usesLocalChain) {
+    own.chain('nat', c.svl);
+    owned.push(c.svl);
+    writeEndpointDispatch(own, sp, c, c.svl, sp.localEndpoints);
+  }
+
+  for (const id of sp.reachableEndpoints) {
+    const ep = byId.get(id);
+    const sep = c.sep(id);
+    own.chain('nat', sep);
+    owned.push(sep);
+    const head = ['-m', 'comment', '--comment', name];
+    // Hairpin: a pod reaching itself through the service must be masqueraded to get the reply.
+    own.append('nat', sep, ...head, '-s', ep?.ip ?? id.slice(0, id.lastIndexOf(':')), '-j', KUBE_MARK_MASQ);
+    const affinity = sp.affinityTimeoutSeconds > 0 ? ['-m', 'recent', '--name', sep, '--set'] : [];
+    own.append('nat', sep, ...head, ...affinity, ...pp, '-j', 'DNAT', '--to-destination', id);
+  }
+  return owned;
+}
+
+/** The nat chains a port owns, without writing anything (used for chains of a port's previous version). */
+export function ownedChains(sp: ServicePort, cfg: RenderConfig): string[] {
+  return renderServicePort(DISCARD, sp, cfg, false);
+}
+
+export interface RenderInput {
+  /** IPv4 service ports, in the order their rules should appear (Rudder sorts by id). */
+  ports: Iterable<ServicePort>;
+  /** Ids whose own chains are written; null writes every port's chains (full sync). */
+  write: ReadonlySet<string> | null;
+  /** Per-service nat chains to flush and delete (no longer used). */
+  staleChains?: Iterable<string>;
+  /** Jump rules from built-in chains that are missing and must be inserted. */
+  jumps?: Iterable<JumpRule>;
+}
+
+export interface Rendered {
+  tx: Transaction;
+  /** Nat chains owned by each rendered port id. */
+  owned: Map<string, string[]>;
+}
+
+/** Renders one sync. Never throws; check `tx.error()` before running the transaction. */
+export function render(input: RenderInput, cfg: RenderConfig): Rendered {
+  const tx = new Transaction();
+  for (const ch of NAT_TOP_CHAINS) tx.chain('nat', ch);
+  for (const ch of FILTER_TOP_CHAINS) tx.chain('filter', ch);
+
+  const mark = cfg.masqueradeMark;
+  tx.append('nat', KUBE_POSTROUTING, '-m', 'mark', '!', '--mark', `${mark}/${mark}`, '-j', 'RETURN');
+  // Clear the mark so a packet that re-traverses the stack is not masqueraded twice.
+  tx.append('nat', KUBE_POSTROUTING, '-j', 'MARK', '--xor-mark', mark);
+  tx.append('nat', KUBE_POSTROUTING, '-m', 'comment', '--comment', 'kubernetes service traffic requiring SNAT', '-j', 'MASQUERADE', '--random-fully');
+  tx.append('nat', KUBE_MARK_MASQ, '-j', 'MARK', '--or-mark', mark);
+
+  const owned = new Map<string, string[]>();
+  const clusterIPs = new Set<string>();
+  for (const sp of input.ports) {
+    owned.set(sp.id, renderServicePort(tx, sp, cfg, input.write === null || input.write.has(sp.id)));
+    clusterIPs.add(sp.clusterIP);
+  }
+  // What reaches here was not DNATed by any service port: a ClusterIP on a port no service uses.
+  // Reject it at once, as kube-proxy's nftables mode does, rather than let it time out.
+  for (const ip of clusterIPs) {
+    tx.append('filter', KUBE_SERVICES, '-m', 'comment', '--comment', 'reject traffic to unknown ports of ClusterIPs', '-d', ip, '-j', 'REJECT');
+  }
+
+  for (const chain of input.staleChains ?? []) tx.deleteChain('nat', chain);
+
+  // The tail call to KUBE-NODEPORTS must stay the last rule of KUBE-SERVICES.
+  const npComment = 'kubernetes service nodeports; NOTE: this must be the last rule in this chain';
+  if (cfg.nodePortIPs === null) {
+    tx.append('nat', KUBE_SERVICES, '-m', 'comment', '--comment', npComment, '-m', 'addrtype', '--dst-type', 'LOCAL', '!', '-d', '127.0.0.0/8', '-j', KUBE_NODEPORTS);
+  } else {
+    for (const ip of cfg.nodePortIPs) tx.append('nat', KUBE_SERVICES, '-m', 'comment', '--comment', npComment, '-d', ip, '-j', KUBE_NODEPORTS);
+  }
+
+  if (cfg.dropInvalid) tx.append('filter', KUBE_FORWARD, '-m', 'conntrack', '--ctstate', 'INVALID', '-j', 'DROP');
+  tx.append('filter', KUBE_FORWARD, '-m', 'comment', '--comment', 'kubernetes forwarding rules', '-m', 'mark', '--mark', `${mark}/${mark}`, '-j', 'ACCEPT');
+  tx.append('filter', KUBE_FORWARD, '-m', 'comment', '--comment', 'kubernetes forwarding conntrack rule', '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', '-j', 'ACCEPT');
+
+  for (const j of input.jumps ?? []) tx.insertFirst(j.table, j.from, ...jumpArgs(j));
+  return { tx, owned };
+}

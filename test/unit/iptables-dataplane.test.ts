@@ -1,0 +1,240 @@
+// IptablesDataPlane against a fake exec + fake kernel: full and partial syncs, stale chains,
+// failed restores, stale UDP conntrack, read-back, cleanup and backend detection.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { DataPlaneError } from '../../src/dataplane/dataplane.js';
+import { detectBackend } from '../../src/dataplane/iptables/backend.js';
+import { portChains } from '../../src/dataplane/iptables/chains.js';
+import { IptablesDataPlane } from '../../src/dataplane/iptables/index.js';
+import { diff } from '../../src/model/diff.js';
+import type { ServicePort, ServiceTable } from '../../src/model/types.js';
+import { memoryLogger } from '../../src/observe/log.js';
+import type { ExecResult } from '../../src/util/exec.js';
+import { CFG, FakeExec, ep, sp, tableOf } from './iptables-fixtures.test.js';
+
+const svc1 = sp({ namespace: 'ns1', name: 'svc1', clusterIP: '172.30.0.41', endpoints: [ep('10.180.0.1', 80), ep('10.180.0.2', 80)] });
+const svc2 = sp({ namespace: 'ns2', name: 'svc2', clusterIP: '172.30.0.42', nodePort: 3001,
+  endpoints: [ep('10.180.0.3', 80), ep('10.180.0.4', 80)] });
+const c1 = portChains(svc1);
+const c2 = portChains(svc2);
+
+function setup(): { fake: FakeExec; dp: IptablesDataPlane; log: ReturnType<typeof memoryLogger> } {
+  const fake = new FakeExec();
+  const log = memoryLogger();
+  const dp = new IptablesDataPlane({ config: CFG, logger: log, exec: fake.fn, backend: 'nft' });
+  return { fake, dp, log };
+}
+
+async function sync(dp: IptablesDataPlane, prev: ServiceTable, next: ServiceTable, full = false): Promise<void> {
+  await dp.apply(diff(prev, next), next, { full });
+}
+
+test('full sync: one restore with kube-proxy flags, every chain, missing jump rules inserted', async () => {
+  const { fake, dp } = setup();
+  const t = tableOf(svc1, svc2);
+  const res = await dp.apply(diff(new Map(), t), t, { full: true });
+  const r = fake.restores();
+  assert.equal(r.length, 1);
+  assert.deepEqual(r[0]!.argv, ['iptables-nft-restore', '-w', '5', '--noflush', '--counters']);
+  const text = r[0]!.input;
+  for (const ch of [c1.svc, c1.sep('10.180.0.1:80'), c2.svc, c2.ext]) assert.ok(text.includes(`:${ch} - [0:0]`), ch);
+  assert.ok(text.includes('-I PREROUTING 1 -m comment --comment "kubernetes service portals" -j KUBE-SERVICES'));
+  assert.ok(text.includes('-I INPUT 1 -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL'));
+  assert.equal(res.bytes, Buffer.byteLength(text));
+  assert.ok(res.written > 10);
+  // A second full sync finds the jump rules in place and does not insert them again.
+  await dp.apply([], t, { full: true });
+  assert.ok(!fake.lastRestore().includes('-I '));
+  assert.equal(fake.kernel.save('nat').split('\n').filter((l) => l.startsWith('-A PREROUTING')).length, 1);
+});
+
+test('partial sync writes only the changed service chains and deletes the ones it no longer owns', async () => {
+  const { fake, dp } = setup();
+  const t0 = tableOf(svc1, svc2);
+  await sync(dp, new Map(), t0, true);
+  const svc2b = sp({ ...svc2, endpoints: [ep('10.180.0.3', 80), ep('10.180.0.5', 80)] });
+  const t1 = tableOf(svc1, svc2b);
+  await sync(dp, t0, t1);
+  const text = fake.lastRestore();
+  // Top-level chains always, in full: both services' KUBE-SERVICES rules are present.
+  assert.ok(text.includes(':KUBE-SERVICES - [0:0]'));
+  assert.ok(text.includes(`-j ${c1.svc}`) && text.includes(`-j ${c2.svc}`));
+  // svc1's own chains are not rewritten; svc2's are.
+  assert.ok(!text.includes(`:${c1.svc} `));
+  assert.ok(!text.includes(`:${c1.sep('10.180.0.1:80')} `));
+  assert.ok(text.includes(`:${c2.svc} - [0:0]`));
+  assert.ok(text.includes(`:${c2.sep('10.180.0.5:80')} - [0:0]`));
+  assert.ok(text.includes(`-X ${c2.sep('10.180.0.4:80')}`));
+  assert.ok(!text.includes('-I '), 'jump rules are only ensured on full syncs');
+  assert.equal(fake.saves(), 2, 'no iptables-save on a partial sync');
+  const nat = fake.kernel.chains('nat');
+  assert.ok(nat.includes(c1.sep('10.180.0.1:80')) && !nat.includes(c2.sep('10.180.0.4:80')));
+
+  // Removing a service deletes all its chains.
+  const t2 = tableOf(svc1);
+  await sync(dp, t1, t2);
+  for (const ch of [c2.svc, c2.ext, c2.sep('10.180.0.3:80')]) assert.ok(fake.lastRestore().includes(`-X ${ch}`), ch);
+  assert.deepEqual(fake.kernel.chains('nat').filter((c) => c.includes(c2.svc.slice(9))), []);
+});
+
+test('full sync deletes stale service chains found by iptables-save, never foreign chains', async () => {
+  const { fake, dp } = setup();
+  fake.kernel.restore('*nat\n:KUBE-SVC-AAAAAAAAAAAAAAAA - [0:0]\n:KUBE-SEP-BBBBBBBBBBBBBBBB - [0:0]\n:CNI-HOSTPORT-DNAT - [0:0]\n'
+    + '-A KUBE-SVC-AAAAAAAAAAAAAAAA -j KUBE-SEP-BBBBBBBBBBBBBBBB\nCOMMIT\n');
+  const t = tableOf(svc1);
+  await sync(dp, new Map(), t, true);
+  const text = fake.lastRestore();
+  assert.ok(text.includes('-X KUBE-SVC-AAAAAAAAAAAAAAAA') && text.includes('-X KUBE-SEP-BBBBBBBBBBBBBBBB'));
+  assert.ok(!text.includes('CNI-HOSTPORT-DNAT'));
+  assert.ok(fake.kernel.chains('nat').includes('CNI-HOSTPORT-DNAT'));
+});
+
+test('a failed restore throws EAPPLY with stderr and forces the next sync to be full', async () => {
+  const { fake, dp, log } = setup();
+  const t0 = tableOf(svc1, svc2);
+  await sync(dp, new Map(), t0, true);
+  const before = fake.kernel.save('nat');
+  fake.failNextRestore = { code: 2, stdout: '', stderr: "iptables-restore v1.8.9 (nf_tables): Chain 'KUBE-NOPE' does not exist\nError occurred at line: 7\n" };
+  const t1 = tableOf(svc1);
+  await assert.rejects(sync(dp, t0, t1), (e: unknown) => {
+    assert.ok(e instanceof DataPlaneError);
+    assert.equal(e.code, 'EAPPLY');
+    assert.match(e.message, /KUBE-NOPE/);
+    assert.match(e.detail ?? '', /Error occurred at line: 7[\s\S]*input around the failing line[\s\S]*7: /);
+    return true;
+  });
+  assert.equal(fake.kernel.save('nat'), before, 'the kernel keeps the previous rules');
+  assert.deepEqual(fake.conntrack(), [], 'no conntrack cleanup after a failed restore');
+
+  // The caller asks for a partial sync: the data plane does a full one anyway.
+  const savesBefore = fake.saves();
+  const svc1b = sp({ ...svc1, endpoints: [ep('10.180.0.1', 80)] });
+  const t2 = tableOf(svc1b);
+  await sync(dp, t1, t2);
+  const text = fake.lastRestore();
+  assert.ok(text.includes(`:${c1.svc} - [0:0]`) && text.includes(`:${c1.sep('10.180.0.1:80')} - [0:0]`));
+  for (const ch of [c2.svc, c2.ext, c1.sep('10.180.0.2:80')]) assert.ok(text.includes(`-X ${ch}`), ch);
+  assert.equal(fake.saves(), savesBefore + 2);
+  assert.ok(log.lines.some((l) => l.includes('doing a full sync')));
+});
+
+test('a kernel-rejected transaction (fake kernel) leaves the previous rules', async () => {
+  const { fake, dp } = setup();
+  const t0 = tableOf(svc1);
+  await sync(dp, new Map(), t0, true);
+  const before = fake.kernel.save('nat');
+  // Simulate a chain that vanished behind our back: the partial sync still jumps to it.
+  fake.kernel.tables.get('nat')!.delete(c1.svc);
+  const mangled = fake.kernel.save('nat');
+  const t1 = tableOf(svc1, svc2);
+  await assert.rejects(sync(dp, t0, t1), (e: unknown) => e instanceof DataPlaneError && e.code === 'EAPPLY');
+  assert.equal(fake.kernel.save('nat'), mangled);
+  assert.notEqual(mangled, before);
+  await sync(dp, t0, t1); // forced full: repairs everything
+  assert.ok(fake.kernel.chains('nat').includes(c1.svc));
+});
+
+test('stale UDP conntrack entries are cleared after a successful restore, as kube-proxy does', async () => {
+  const { fake, dp, log } = setup();
+  const dns = (eps: ReturnType<typeof ep>[]): ServicePort => sp({ namespace: 'kube-system', name: 'dns', portName: 'dns', protocol: 'UDP',
+    port: 53, clusterIP: '172.30.0.10', externalIPs: ['192.168.99.10'], nodePort: 30053, endpoints: eps });
+  const empty = tableOf(dns([]));
+  await sync(dp, new Map(), empty, true);
+  assert.deepEqual(fake.conntrack(), []);
+  const one = tableOf(dns([ep('10.180.0.7', 53), ep('10.180.0.8', 53)]));
+  await sync(dp, empty, one);
+  assert.deepEqual(fake.conntrack().map((a) => a.join(' ')).sort(), [
+    'conntrack -D --orig-dst 172.30.0.10 -p udp',
+    'conntrack -D --orig-dst 192.168.99.10 -p udp',
+    'conntrack -D -p udp --dport 30053',
+  ]);
+  fake.calls = [];
+  await sync(dp, one, tableOf(dns([ep('10.180.0.7', 53)])));
+  assert.deepEqual(fake.conntrack().map((a) => a.join(' ')).sort(), [
+    'conntrack -D --orig-dst 172.30.0.10 --dst-nat 10.180.0.8 -p udp',
+    'conntrack -D --orig-dst 192.168.99.10 --dst-nat 10.180.0.8 -p udp',
+    'conntrack -D -p udp --dport 30053 --dst-nat 10.180.0.8',
+  ]);
+  const restoreAt = fake.calls.findIndex((c) => c.argv[0]!.endsWith('-restore'));
+  const firstConntrack = fake.calls.findIndex((c) => c.argv[0] === 'conntrack');
+  assert.ok(restoreAt < firstConntrack, 'conntrack runs after the restore');
+  assert.ok(!log.lines.some((l) => l.includes('conntrack failed')), '"0 flow entries" is not an error');
+  fake.calls = [];
+  await sync(dp, one, tableOf(svc1)); // TCP changes never touch conntrack... but dns removed does
+  assert.ok(fake.conntrack().some((a) => a.join(' ') === 'conntrack -D --orig-dst 172.30.0.10 -p udp'));
+});
+
+test('IPv6 service ports are skipped with one debug log', async () => {
+  const { fake, dp, log } = setup();
+  const v6 = sp({ namespace: 'ns1', name: 'svc1', clusterIP: 'fd00::41', family: 6, endpoints: [] });
+  const t = tableOf(svc1, v6);
+  await sync(dp, new Map(), t, true);
+  assert.ok(!fake.lastRestore().includes('fd00::'));
+  assert.equal(log.lines.filter((l) => l.includes('IPv6 service ports skipped')).length, 1);
+});
+
+test('programmed() reads frontends and backends back from the nat table', async () => {
+  const { dp } = setup();
+  const lb = sp({ namespace: 'ns5', name: 'svc5', portName: '', clusterIP: '172.30.0.45', nodePort: 3002, loadBalancerIPs: ['5.6.7.8'],
+    loadBalancerSourceRanges: ['203.0.113.0/25'], externalPolicyLocal: true,
+    endpoints: [ep('10.180.0.3', 80, { local: true }), ep('10.180.1.3', 80)] });
+  const t = tableOf(svc1, lb);
+  await sync(dp, new Map(), t, true);
+  const fe = await dp.programmed();
+  const by = (kind: string, svc: string): string[] | undefined => fe.find((f) => f.kind === kind && f.service === svc)?.backends;
+  assert.deepEqual(by('clusterIP', 'ns1/svc1:p80/TCP'), ['10.180.0.1:80', '10.180.0.2:80']);
+  assert.deepEqual(by('clusterIP', 'ns5/svc5:/TCP'), ['10.180.0.3:80', '10.180.1.3:80']);
+  // External traffic under eTP Local reaches the local endpoint only.
+  assert.deepEqual(by('loadBalancerIP', 'ns5/svc5:/TCP'), ['10.180.0.3:80']);
+  assert.deepEqual(by('nodePort', 'ns5/svc5:/TCP'), ['10.180.0.3:80']);
+  assert.equal(fe.find((f) => f.kind === 'nodePort')?.address, '*:3002');
+  assert.equal(fe.find((f) => f.kind === 'loadBalancerIP')?.address, '5.6.7.8:80');
+});
+
+test('cleanup removes jump rules and KUBE chains, keeps chains others still use', async () => {
+  const { fake, dp, log } = setup();
+  const t = tableOf(svc1, svc2);
+  await sync(dp, new Map(), t, true);
+  fake.kernel.restore('*nat\n:KUBE-KUBELET-CANARY - [0:0]\n:CNI-X - [0:0]\n-A CNI-X -j KUBE-MARK-MASQ\nCOMMIT\n');
+  await dp.cleanup();
+  const nat = fake.kernel.save('nat');
+  const filter = fake.kernel.save('filter');
+  assert.ok(!/KUBE-(SERVICES|NODEPORTS|POSTROUTING|SVC|SEP|EXT)/.test(nat), nat);
+  assert.ok(!/KUBE-/.test(filter), filter);
+  assert.ok(nat.includes(':KUBE-MARK-MASQ') && nat.includes(':KUBE-KUBELET-CANARY'));
+  assert.ok(log.lines.some((l) => l.includes('KUBE-MARK-MASQ kept')));
+  // Nothing left of ours: a second cleanup has nothing to restore.
+  const n = fake.restores().length;
+  fake.kernel.restore('*nat\n-D CNI-X -j KUBE-MARK-MASQ\nCOMMIT\n');
+  await dp.cleanup();
+  assert.equal(fake.restores().length, n + 1);
+  assert.ok(!fake.kernel.save('nat').includes('KUBE-MARK-MASQ'));
+  await dp.cleanup();
+  assert.equal(fake.restores().length, n + 1);
+});
+
+function scripted(outputs: Record<string, string>): (argv: readonly string[]) => Promise<ExecResult> {
+  return async (argv) => {
+    const out = outputs[argv.join(' ')];
+    return out === undefined ? { code: 1, stdout: '', stderr: 'no' } : { code: 0, stdout: out, stderr: '' };
+  };
+}
+
+test('backend detection follows iptables-wrappers', async () => {
+  const log = memoryLogger();
+  assert.equal((await detectBackend(scripted({}), log)).backend, 'nft');
+  assert.ok(log.lines.some((l) => l.includes('backend=nft') && l.includes('nft by default')));
+  assert.equal((await detectBackend(scripted({ 'iptables-nft-save -t mangle': '*mangle\n:KUBE-IPTABLES-HINT - [0:0]\nCOMMIT\n',
+    'iptables-legacy-save': '*nat\n-A X -j Y\n-A X -j Y\nCOMMIT\n' }), log)).backend, 'nft');
+  assert.equal((await detectBackend(scripted({ 'ip6tables-legacy-save': '*mangle\n:KUBE-KUBELET-CANARY - [0:0]\nCOMMIT\n' }), log)).backend, 'legacy');
+  assert.equal((await detectBackend(scripted({ 'iptables-legacy-save': '*nat\n-A X -j Y\nCOMMIT\n' }), log)).backend, 'legacy');
+  assert.equal((await detectBackend(scripted({ 'iptables-legacy-save': '*nat\n-A X -j Y\nCOMMIT\n',
+    'iptables-nft-save': '*nat\n-A X -j Y\nCOMMIT\n' }), log)).backend, 'nft', 'a tie goes to nft');
+});
+
+test('init fails with EINIT when the backend tools do not run', async () => {
+  const dp = new IptablesDataPlane({ config: CFG, logger: memoryLogger(), backend: 'legacy',
+    exec: async () => ({ code: 127, stdout: '', stderr: 'not found' }) });
+  await assert.rejects(dp.init(), (e: unknown) => e instanceof DataPlaneError && e.code === 'EINIT');
+});

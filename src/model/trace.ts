@@ -98,7 +98,7 @@ export function trace(table: ServiceTable, cfg: ProxyConfig, pkt: Packet, index:
       why.push(`${dst}:${pkt.port}/${pkt.protocol} is a load-balancer IP of ${name(sp)}.`);
       if (sp.hasEndpoints && sp.loadBalancerSourceRanges.length > 0) {
         const allowed = inAnyCIDR(src, sp.loadBalancerSourceRanges)
-          || (sp.loadBalancerIPs.includes(src) && cfg.nodeIPs.some((n) => inAnyCIDR(n, sp.loadBalancerSourceRanges)));
+          || (sp.loadBalancerIPs.includes(src) && primaryNodeIPInRanges(sp, cfg));
         if (!allowed) {
           why.push(`The source ${src} is outside loadBalancerSourceRanges (${sp.loadBalancerSourceRanges.join(', ')}): the firewall drops it.`);
           return { verdict: 'drop', backends: [], masquerade: false, service: name(sp), frontend: 'loadBalancerIP', rule: 'source-range', explanation: why };
@@ -126,6 +126,20 @@ export function trace(table: ServiceTable, cfg: ProxyConfig, pkt: Packet, index:
   }
   why.push(`${dst}:${pkt.port}/${pkt.protocol} is not a service address of node ${cfg.nodeName}: the proxy leaves it alone.`);
   return { verdict: 'none', backends: [], masquerade: false, rule: 'not-a-service', explanation: why };
+}
+
+/** Pod traffic is told apart per IP family: a family without a cluster CIDR has no local detection. */
+function detectsLocal(cfg: ProxyConfig, family: 4 | 6): boolean {
+  return cfg.clusterCIDRs.some((c) => c.includes(':') === (family === 6));
+}
+
+/**
+ * A node reaching its own LB IP arrives with the LB IP as source; that is allowed through the
+ * source ranges only when they admit the node's primary address of that family.
+ */
+export function primaryNodeIPInRanges(sp: ServicePort, cfg: ProxyConfig): boolean {
+  const primary = cfg.nodeIPs.find((ip) => ip.includes(':') === (sp.family === 6));
+  return primary !== undefined && inAnyCIDR(primary, sp.loadBalancerSourceRanges);
 }
 
 function noEndpoints(sp: ServicePort, frontend: FrontendKind, why: string[]): TraceResult {
@@ -172,7 +186,7 @@ function clusterIPPath(sp: ServicePort, cfg: ProxyConfig, src: string, why: stri
   if (cfg.masqueradeAll) {
     masq = true;
     why.push('masqueradeAll is set: traffic to ClusterIPs is source-NATed.');
-  } else if (cfg.clusterCIDRs.length > 0 && !inAnyCIDR(src, cfg.clusterCIDRs)) {
+  } else if (detectsLocal(cfg, sp.family) && !inAnyCIDR(src, cfg.clusterCIDRs)) {
     masq = true;
     why.push(`The source ${src} is outside the cluster CIDR (${cfg.clusterCIDRs.join(', ')}): off-cluster traffic to a ClusterIP is masqueraded.`);
   }
@@ -186,7 +200,7 @@ function externalPath(sp: ServicePort, frontend: FrontendKind, cfg: ProxyConfig,
     describeSet(sp, 'cluster', why);
     return finish(sp, frontend, 'external-cluster', sp.clusterEndpoints, true, src, why);
   }
-  if (cfg.clusterCIDRs.length > 0 && inAnyCIDR(src, cfg.clusterCIDRs)) {
+  if (detectsLocal(cfg, sp.family) && inAnyCIDR(src, cfg.clusterCIDRs)) {
     why.push(`externalTrafficPolicy is Local, but the source ${src} is a pod: pod traffic to external addresses short-circuits to the cluster-wide endpoints.`);
     describeSet(sp, 'cluster', why);
     return finish(sp, frontend, 'external-pod-shortcircuit', sp.clusterEndpoints, false, src, why);

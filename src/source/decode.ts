@@ -20,7 +20,6 @@ import type {
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 export const SERVICE_PROXY_NAME_LABEL = 'service.kubernetes.io/service-proxy-name';
 export const ZONE_LABEL = 'topology.kubernetes.io/zone';
-const SOURCE_RANGES_ANNOTATION = 'service.beta.kubernetes.io/load-balancer-source-ranges';
 const DEFAULT_AFFINITY_SECONDS = 10800;
 const MAX_AFFINITY_SECONDS = 86400;
 
@@ -270,12 +269,10 @@ function decodeService(raw: Obj, meta: Meta): DecodeResult {
 
   const externalIPs = r.arr(spec['externalIPs'], 'spec.externalIPs').map((v, i) => r.ip(v, `spec.externalIPs[${i}]`));
 
-  let sourceRanges = r.arr(spec['loadBalancerSourceRanges'], 'spec.loadBalancerSourceRanges')
+  // Only the field: the legacy service.beta.kubernetes.io/load-balancer-source-ranges annotation
+  // is read by cloud load balancers, never by kube-proxy.
+  const sourceRanges = r.arr(spec['loadBalancerSourceRanges'], 'spec.loadBalancerSourceRanges')
     .map((v, i) => r.cidr(v, `spec.loadBalancerSourceRanges[${i}]`));
-  const annotated = meta.annotations[SOURCE_RANGES_ANNOTATION];
-  if (sourceRanges.length === 0 && annotated !== undefined && annotated.trim() !== '') {
-    sourceRanges = annotated.split(',').map((s) => r.cidr(s.trim(), `metadata.annotations[${SOURCE_RANGES_ANNOTATION}]`));
-  }
 
   const lb = r.obj(status['loadBalancer'], 'status.loadBalancer');
   const loadBalancerIPs: string[] = [];

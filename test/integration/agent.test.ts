@@ -1,0 +1,77 @@
+// The agent's lifecycle on a real kernel: started through nsenter, healthy after its first sync,
+// leaves its rules in place on SIGTERM (traffic keeps flowing), and `rudder cleanup` removes them.
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { Lab, defaultTopology } from '../../src/lab/index.js';
+import { RUDDER_BIN } from '../../src/lab/agents.js';
+import { createLogger } from '../../src/observe/log.js';
+import { DEMO_MANIFESTS } from '../../src/cli/demo.js';
+
+const root = process.getuid?.() === 0;
+let lab: Lab;
+
+before(async () => {
+  if (!root) return;
+  lab = await Lab.create(defaultTopology(), { logger: createLogger({ level: 'warn' }) });
+  await lab.startServers();
+});
+
+after(async () => {
+  await lab?.destroy();
+});
+
+async function status(node: string, url: string): Promise<number> {
+  const r = await lab.exec(node, ['curl', '-s', '-o', '/dev/null', '--max-time', '2', '-w', '%{http_code}', url]);
+  return Number(r.stdout) || 0;
+}
+
+async function kubeChains(node: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const table of ['nat', 'filter']) {
+    const r = await lab.execOk(node, ['iptables-save', '-t', table]);
+    out.push(...r.stdout.split('\n').filter((l) => /^:KUBE-/.test(l)).map((l) => `${table} ${l.slice(1).split(' ')[0]}`));
+  }
+  return out;
+}
+
+test('agent under nsenter: healthy after the first sync, rules survive SIGTERM, cleanup removes them', { skip: root ? false : 'needs root' }, async () => {
+  const ns = lab.ns('node-1');
+  const agent = spawn('nsenter', [`--net=/run/netns/${ns}`, '--', process.execPath, RUDDER_BIN, 'agent', '--dataplane', 'iptables',
+    '-f', DEMO_MANIFESTS, '--node', 'node-1', '--cluster-cidr', '10.244.0.0/16'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  agent.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
+  try {
+    const deadline = Date.now() + 15_000;
+    while ((await status('node-1', 'http://127.0.0.1:10256/healthz')) !== 200) {
+      assert.ok(Date.now() < deadline, `agent never became healthy:\n${stderr}`);
+      assert.equal(agent.exitCode, null, `agent exited:\n${stderr}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(await status('node-1', 'http://127.0.0.1:10256/livez'), 200);
+    const metrics = await lab.execOk('node-1', ['curl', '-s', 'http://127.0.0.1:10249/metrics']);
+    assert.match(metrics.stdout, /^kubeproxy_sync_proxy_rules_last_timestamp_seconds \d/m);
+    assert.match(metrics.stdout, /^rudder_service_ports 5$/m);
+    assert.match(stderr, /rudder agent starting/);
+    assert.match(stderr, /iptables backend/);
+
+    const programmed = await kubeChains('node-1');
+    assert.ok(programmed.includes('nat KUBE-SERVICES') && programmed.some((c) => c.startsWith('nat KUBE-SVC-')), programmed.join('\n'));
+
+    agent.kill('SIGTERM');
+    const [code] = await once(agent, 'exit');
+    assert.equal(code, 0, stderr);
+    assert.deepEqual(await kubeChains('node-1'), programmed, 'SIGTERM leaves every rule in place');
+    const r = await lab.curl('pod-1b', 'http://10.96.0.10/', { timeoutMs: 2000 });
+    assert.ok(r.ok, `service traffic still flows after the agent stopped: ${JSON.stringify(r)}`);
+
+    await lab.execOk('node-1', [process.execPath, RUDDER_BIN, 'cleanup', '--dataplane', 'iptables']);
+    assert.deepEqual(await kubeChains('node-1'), [], 'cleanup removes every KUBE- chain');
+    const save = await lab.execOk('node-1', ['iptables-save']);
+    assert.doesNotMatch(save.stdout, /KUBE-/, 'no jump rule is left either');
+  } finally {
+    if (agent.exitCode === null) agent.kill('SIGKILL');
+  }
+});

@@ -26,9 +26,15 @@ export const AGENT_FLAGS: FlagSpecs = {
   ...PROXY_FLAGS,
   'healthz-bind-address': { value: 'HOST:PORT', help: 'serve /healthz and /livez here, "" to disable (default 127.0.0.1:10256)' },
   'metrics-bind-address': { value: 'HOST:PORT', help: 'serve /metrics and /services here, "" to disable (default 127.0.0.1:10249)' },
-  'sync-period': { value: 'DURATION', help: 'full resync at least this often (default 30s)' },
+  'sync-period': { value: 'DURATION', help: 'sync at least this often, even without changes (default 30s; a full rewrite happens hourly)' },
   'min-sync-period': { value: 'DURATION', help: 'at most one sync per this interval; bursts coalesce (default 1s)' },
 };
+
+/**
+ * How often a sync rewrites everything from the table (repairing rules someone else removed),
+ * as kube-proxy's fullSyncPeriod. Syncs in between (at least every --sync-period) are partial.
+ */
+const FULL_SYNC_INTERVAL_MS = 3_600_000;
 
 export interface AgentSettings {
   dataplane: DataPlaneName;
@@ -93,7 +99,7 @@ export async function runAgent(s: AgentSettings, logger: Logger = createLogger()
   const tracker = new Tracker(s.flags.nodeName);
   const configFor = (node: Parameters<typeof proxyConfig>[1]) => proxyConfig(s.flags, node);
   const dataplane = await createDataPlane(s.dataplane, { config: () => syncer.config, logger: log.child({ dataplane: s.dataplane }) });
-  const syncer: Syncer = new Syncer({ tracker, dataplane, config: configFor, logger: log, metrics, health, fullSyncIntervalMs: s.syncPeriodMs });
+  const syncer: Syncer = new Syncer({ tracker, dataplane, config: configFor, logger: log, metrics, health, fullSyncIntervalMs: FULL_SYNC_INTERVAL_MS });
   await dataplane.init();
 
   const runner = new BoundedFrequencyRunner(async () => { await syncer.sync(); }, {

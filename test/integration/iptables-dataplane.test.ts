@@ -16,7 +16,7 @@ import type { ServiceTable } from '../../src/model/types.js';
 import { memoryLogger } from '../../src/observe/log.js';
 import { exec, execOk } from '../../src/util/exec.js';
 import type { ExecOptions } from '../../src/util/exec.js';
-import { CFG, ep, sp, tableOf } from '../unit/iptables-fixtures.test.js';
+import { CFG, ep, sp, tableOf } from '../support/iptables.js';
 
 const isRoot = process.getuid?.() === 0;
 

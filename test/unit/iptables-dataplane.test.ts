@@ -11,7 +11,7 @@ import { diff } from '../../src/model/diff.js';
 import type { ServicePort, ServiceTable } from '../../src/model/types.js';
 import { memoryLogger } from '../../src/observe/log.js';
 import type { ExecResult } from '../../src/util/exec.js';
-import { CFG, FakeExec, ep, sp, tableOf } from './iptables-fixtures.test.js';
+import { CFG, FakeExec, ep, sp, tableOf } from '../support/iptables.js';
 
 const svc1 = sp({ namespace: 'ns1', name: 'svc1', clusterIP: '172.30.0.41', endpoints: [ep('10.180.0.1', 80), ep('10.180.0.2', 80)] });
 const svc2 = sp({ namespace: 'ns2', name: 'svc2', clusterIP: '172.30.0.42', nodePort: 3001,
@@ -49,7 +49,7 @@ test('full sync: one restore with kube-proxy flags, every chain, missing jump ru
   assert.equal(fake.kernel.save('nat').split('\n').filter((l) => l.startsWith('-A PREROUTING')).length, 1);
 });
 
-test('partial sync writes only the changed service chains and deletes the ones it no longer owns', async () => {
+test('partial sync touches only the changed port: its own chains, its top-level rules if they differ, its stale chains', async () => {
   const { fake, dp } = setup();
   const t0 = tableOf(svc1, svc2);
   await sync(dp, new Map(), t0, true);
@@ -57,25 +57,77 @@ test('partial sync writes only the changed service chains and deletes the ones i
   const t1 = tableOf(svc1, svc2b);
   await sync(dp, t0, t1);
   const text = fake.lastRestore();
-  // Top-level chains always, in full: both services' KUBE-SERVICES rules are present.
-  assert.ok(text.includes(':KUBE-SERVICES - [0:0]'));
-  assert.ok(text.includes(`-j ${c1.svc}`) && text.includes(`-j ${c2.svc}`));
-  // svc1's own chains are not rewritten; svc2's are.
-  assert.ok(!text.includes(`:${c1.svc} `));
-  assert.ok(!text.includes(`:${c1.sep('10.180.0.1:80')} `));
+  // Same frontends, so the top-level chains are not touched at all.
+  assert.ok(!text.includes('KUBE-SERVICES'), text);
+  assert.ok(!text.includes(`:${c1.svc} `) && !text.includes(`:${c1.sep('10.180.0.1:80')} `), 'svc1 is not rewritten');
   assert.ok(text.includes(`:${c2.svc} - [0:0]`));
   assert.ok(text.includes(`:${c2.sep('10.180.0.5:80')} - [0:0]`));
   assert.ok(text.includes(`-X ${c2.sep('10.180.0.4:80')}`));
-  assert.ok(!text.includes('-I '), 'jump rules are only ensured on full syncs');
   assert.equal(fake.saves(), 2, 'no iptables-save on a partial sync');
   const nat = fake.kernel.chains('nat');
   assert.ok(nat.includes(c1.sep('10.180.0.1:80')) && !nat.includes(c2.sep('10.180.0.4:80')));
 
-  // Removing a service deletes all its chains.
+  // Removing a service deletes its top-level rules by specification, then all its chains.
   const t2 = tableOf(svc1);
   await sync(dp, t1, t2);
-  for (const ch of [c2.svc, c2.ext, c2.sep('10.180.0.3:80')]) assert.ok(fake.lastRestore().includes(`-X ${ch}`), ch);
+  const rm = fake.lastRestore();
+  assert.match(rm, new RegExp(`^-D KUBE-SERVICES .*-j ${c2.svc}$`, 'm'));
+  assert.match(rm, new RegExp(`^-D KUBE-NODEPORTS .*-j ${c2.ext}$`, 'm'));
+  assert.match(rm, /^-D KUBE-SERVICES .*-d 172\.30\.0\.42 -j REJECT$/m, 'its ClusterIP reject goes too');
+  for (const ch of [c2.svc, c2.ext, c2.sep('10.180.0.3:80')]) assert.ok(rm.includes(`-X ${ch}`), ch);
   assert.deepEqual(fake.kernel.chains('nat').filter((c) => c.includes(c2.svc.slice(9))), []);
+
+  // A sync without changes runs nothing.
+  const before = fake.restores().length;
+  await sync(dp, t2, t2);
+  assert.equal(fake.restores().length, before);
+});
+
+/** Rules per chain, order-insensitive, with the order constraints checked separately. */
+function ruleSets(fake: FakeExec): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const table of ['nat', 'filter']) {
+    for (const line of fake.kernel.save(table).split('\n')) {
+      if (!line.startsWith('-A ')) continue;
+      const chain = `${table} ${line.split(' ')[1]}`;
+      out.set(chain, [...(out.get(chain) ?? []), line]);
+    }
+  }
+  for (const [chain, rules] of out) {
+    if (chain === 'nat KUBE-SERVICES') assert.match(rules[rules.length - 1]!, /-j KUBE-NODEPORTS$/, 'the NodePort tail call stays last');
+    if (chain === 'filter KUBE-SERVICES') {
+      const firstGeneric = rules.findIndex((r) => r.includes('unknown ports of ClusterIPs'));
+      if (firstGeneric !== -1) assert.ok(rules.slice(firstGeneric).every((r) => r.includes('unknown ports of ClusterIPs')), 'ClusterIP rejects stay after port rules');
+    }
+    rules.sort();
+  }
+  return out;
+}
+
+test('a chain of partial syncs leaves exactly the rules a full sync of the final table writes', async () => {
+  let rng = 11;
+  const rand = (n: number): number => { rng = (rng * 1103515245 + 12345) % 2147483648; return rng % n; };
+  const inc = setup();
+  let prev: ServiceTable = new Map();
+  await sync(inc.dp, prev, prev, true);
+  for (let step = 0; step < 60; step++) {
+    const ports: ServicePort[] = [];
+    for (let i = 0; i < 8; i++) {
+      if (rand(5) === 0) continue;
+      const eps = [1, 2, 3].filter(() => rand(3) > 0).map((k) => ep(`10.180.${i}.${k}`, 80, { local: k === 1 }));
+      ports.push(sp({
+        namespace: 'ns', name: `s${i}`, clusterIP: `172.30.1.${i % 6}`, port: 80 + i, nodePort: rand(2) ? 30000 + i : 0,
+        externalPolicyLocal: rand(3) === 0, loadBalancerIPs: rand(4) === 0 ? ['198.18.1.9'] : [], loadBalancerSourceRanges: rand(2) ? ['198.18.0.0/24'] : [],
+        affinityTimeoutSeconds: rand(4) === 0 ? 30 : 0, endpoints: eps,
+      }));
+    }
+    const next = tableOf(...ports);
+    await sync(inc.dp, prev, next);
+    const ref = setup();
+    await sync(ref.dp, new Map(), next, true);
+    assert.deepEqual(ruleSets(inc.fake), ruleSets(ref.fake), `step ${step}`);
+    prev = next;
+  }
 });
 
 test('full sync deletes stale service chains found by iptables-save, never foreign chains', async () => {
@@ -237,4 +289,30 @@ test('init fails with EINIT when the backend tools do not run', async () => {
   const dp = new IptablesDataPlane({ config: CFG, logger: memoryLogger(), backend: 'legacy',
     exec: async () => ({ code: 127, stdout: '', stderr: 'not found' }) });
   await assert.rejects(dp.init(), (e: unknown) => e instanceof DataPlaneError && e.code === 'EINIT');
+});
+
+test('nft backend: a large full sync stages the ports\' own chains in batches, then switches the top-level chains', async () => {
+  const ports: ServicePort[] = [];
+  for (let i = 0; i < 600; i++) {
+    ports.push(sp({ namespace: 'big', name: `s${i}`, clusterIP: `172.31.${i >> 8}.${i & 255}`, endpoints: [ep(`10.181.${i >> 8}.${i & 255}`, 80)] }));
+  }
+  const t = tableOf(...ports);
+  const { fake, dp } = setup();
+  await dp.apply(diff(new Map(), t), t, { full: true });
+  const r = fake.restores();
+  assert.equal(r.length, 4, '3 staging batches of 250 ports, then the switch');
+  for (const staged of r.slice(0, 3)) {
+    assert.ok(!staged.input.includes(':KUBE-SERVICES '), 'staging never touches the top-level chains');
+  }
+  const last = r[3]!.input;
+  assert.ok(last.includes(':KUBE-SERVICES - [0:0]'));
+  assert.ok(!/^:KUBE-(SVC|SEP)-/m.test(last), 'the switch does not rewrite staged chains');
+  const nat = fake.kernel.save('nat');
+  assert.equal(nat.split('\n').filter((l) => l.startsWith(':KUBE-SEP-')).length, 600);
+  assert.equal(nat.split('\n').filter((l) => l.startsWith('-A KUBE-SERVICES') && l.includes('cluster IP')).length, 600);
+
+  const legacy = new FakeExec();
+  const ldp = new IptablesDataPlane({ config: CFG, logger: memoryLogger(), exec: legacy.fn, backend: 'legacy' });
+  await ldp.apply(diff(new Map(), t), t, { full: true });
+  assert.equal(legacy.restores().length, 1, 'legacy commits the whole table at once anyway: one transaction');
 });

@@ -10,7 +10,7 @@ import { portChains, servicePortName } from '../../src/dataplane/iptables/chains
 import { probability, render, renderConfig } from '../../src/dataplane/iptables/render.js';
 import { Transaction } from '../../src/dataplane/iptables/transaction.js';
 import type { ProxyConfig, ServicePort } from '../../src/model/types.js';
-import { CFG, ep, sp } from './iptables-fixtures.test.js';
+import { CFG, ep, sp } from '../support/iptables.js';
 
 const GOLDEN_DIR = fileURLToPath(new URL('../../../test/golden/iptables/', import.meta.url));
 

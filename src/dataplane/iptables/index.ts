@@ -1,13 +1,16 @@
-// The iptables data plane: kube-proxy's iptables layout, applied with one
-// `iptables-restore -w 5 --noflush --counters` transaction per sync.
+// The iptables data plane: kube-proxy's iptables layout, applied through `iptables-restore -w 5
+// --noflush --counters` on stdin.
 //
-// Full sync: every chain is rewritten from the table; per-service chains that iptables-save shows
-// but no service owns are flushed and deleted; missing jump rules from the built-in chains are
-// inserted in the same transaction. Partial sync: the top-level chains (KUBE-SERVICES,
-// KUBE-NODEPORTS, KUBE-EXTERNAL-SERVICES, KUBE-PROXY-FIREWALL, ...) are still rewritten in full,
-// but only the changed service ports' own chains (SVC/SVL/EXT/FW/SEP) are; chains they no longer
-// own are deleted, known from the chain names each port owned after the last successful sync.
-// A failed restore leaves that bookkeeping untouched and forces the next sync to be full.
+// Full sync (startup, hourly, after a failure, after a node config change): every chain is
+// rewritten from the table; per-service chains that iptables-save shows but no service owns are
+// flushed and deleted; missing jump rules from the built-in chains are inserted in the same
+// transaction. Partial sync: unlike kube-proxy, which rewrites the top-level chains (KUBE-SERVICES,
+// KUBE-NODEPORTS, ...) in full at every sync, only what the changes touch is written: a changed
+// port's top-level rules are deleted by specification and inserted anew, its own chains
+// (SVC/SVL/EXT/FW/SEP) rewritten, the chains it no longer owns deleted. So the transaction, and
+// Rudder's work, follow the number of changes, not of services (what the kernel tool then does
+// with the table is its own: legacy swaps the whole table). A failed restore leaves the
+// bookkeeping untouched and forces the next sync to be full.
 //
 // Only IPv4 service ports are programmed; IPv6 needs the same layout through ip6tables (later).
 
@@ -19,10 +22,13 @@ import { DataPlaneError } from '../dataplane.js';
 import type { ApplyOptions, ApplyResult, DataPlane, ProgrammedFrontend } from '../dataplane.js';
 import { detectBackend, toolsFor } from './backend.js';
 import type { BackendTools, ExecFn, IptablesBackend } from './backend.js';
-import { JUMP_RULES, isServiceChainName } from './chains.js';
+import { JUMP_RULES, KUBE_SERVICES, isServiceChainName } from './chains.js';
 import { planCleanup } from './cleanup.js';
 import { NO_FLOWS_DELETED, staleConntrackCommands } from './conntrack.js';
-import { ownedChains, render, renderConfig } from './render.js';
+import { clusterIPRejectArgs, ownedChains, render, renderConfig, renderOwnChains, renderServicePort, sameRules, topLevelRules } from './render.js';
+import { DiscardTransaction, Transaction } from './transaction.js';
+
+const DISCARD_TX = new DiscardTransaction();
 import type { RenderConfig } from './render.js';
 import { hasJump, parseSave, programmedFrontends } from './save.js';
 import type { SavedTable } from './save.js';
@@ -44,6 +50,16 @@ export interface IptablesDataPlaneOptions {
 /** kube-proxy's restore flags: wait up to 5 s for the xtables lock, keep other chains, keep counters. */
 const RESTORE_FLAGS = ['-w', '5', '--noflush', '--counters'];
 const CONNTRACK_PARALLEL = 4;
+/**
+ * iptables-nft-restore (1.8.9) with --noflush slows down quadratically with the number of chains
+ * created in one transaction (10,000 services: minutes), while adding chains to a large existing
+ * table stays cheap. Full syncs of more ports than this are therefore staged: the ports' own
+ * chains are written in batches that nothing jumps to yet, then one last transaction switches the
+ * top-level chains over and deletes stale chains. Each batch is atomic; until the last one lands,
+ * traffic follows the previous dispatch. Legacy rewrites the whole table per commit, so it stays
+ * one transaction.
+ */
+const NFT_STAGE_PORTS = 250;
 
 export class IptablesDataPlane implements DataPlane {
   readonly name = 'iptables' as const;
@@ -58,6 +74,8 @@ export class IptablesDataPlane implements DataPlane {
   private tools: BackendTools | undefined;
   /** Nat chains each IPv4 service port owned after the last successful sync. */
   private owned = new Map<string, string[]>();
+  /** Service ports per ClusterIP after the last successful sync (one reject rule per ClusterIP). */
+  private clusterIPRefs = new Map<string, number>();
   private needFull = true;
   private conntrackMissing = false;
   /** The last transaction handed to iptables-restore (for debugging and tests). */
@@ -151,7 +169,19 @@ export class IptablesDataPlane implements DataPlane {
     if (!opts.full && full) {
       this.logger.info('partial sync requested, doing a full sync', { reason: cfgChanged ? 'node config changed' : 'the last sync failed or none was done' });
     }
+    const result = full ? await this.applyFull(tools, table, cfg) : await this.applyPartial(tools, changes, cfg);
+    this.applied = cfg;
+    this.needFull = false;
+    await this.clearStaleConntrack(changes);
+    return result;
+  }
 
+  /**
+   * Rewrites every chain from the table and deletes whatever service chain iptables-save shows
+   * that the table no longer needs, in one transaction (staged on the nft backend, see
+   * NFT_STAGE_PORTS). Also restores missing jump rules from the built-in chains.
+   */
+  private async applyFull(tools: BackendTools, table: ServiceTable, cfg: RenderConfig): Promise<ApplyResult> {
     const ports: ServicePort[] = [];
     let skippedV6 = 0;
     for (const sp of allPorts(table)) {
@@ -161,31 +191,83 @@ export class IptablesDataPlane implements DataPlane {
     if (skippedV6 > 0) this.logger.debug('IPv6 service ports skipped: ip6tables is not implemented yet', { count: skippedV6 });
     ports.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 
-    let natSaved: SavedTable | undefined;
-    let filterSaved: SavedTable | undefined;
-    if (full) {
-      natSaved = await this.save(tools, 'nat', 'EAPPLY');
-      filterSaved = await this.save(tools, 'filter', 'EAPPLY');
+    const natSaved = await this.save(tools, 'nat', 'EAPPLY');
+    const filterSaved = await this.save(tools, 'filter', 'EAPPLY');
+    let write: Set<string> | null = null;
+    if (this.backend === 'nft' && ports.length > NFT_STAGE_PORTS) {
+      await this.stageOwnChains(tools, ports, cfg);
+      write = new Set();
     }
-    const write = full ? null : new Set(changes.filter((c) => c.kind !== 'removed').map((c) => c.id));
-    const jumps = full ? JUMP_RULES.filter((j) => !hasJump(j.table === 'nat' ? natSaved : filterSaved, j)) : [];
+    const jumps = JUMP_RULES.filter((j) => !hasJump(j.table === 'nat' ? natSaved : filterSaved, j));
     const { tx, owned } = render({ ports, write, jumps }, cfg);
+    const active = new Set<string>();
+    for (const chains of owned.values()) for (const c of chains) active.add(c);
+    const stale = [...natSaved!.chains].filter((c) => isServiceChainName(c) && !active.has(c)).sort();
+    for (const c of stale) tx.deleteChain('nat', c);
 
-    const stale = new Set<string>();
-    if (full) {
-      const active = new Set<string>();
-      for (const chains of owned.values()) for (const c of chains) active.add(c);
-      for (const c of natSaved!.chains) if (isServiceChainName(c) && !active.has(c)) stale.add(c);
-    } else {
-      for (const ch of changes) {
-        const prev = ch.kind === 'added' ? undefined : ch.prev;
-        const before = this.owned.get(ch.id) ?? (prev !== undefined && prev.family === 4 ? ownedChains(prev, cfg) : []);
-        const after = new Set(owned.get(ch.id) ?? []);
-        for (const c of before) if (!after.has(c)) stale.add(c);
+    const text = await this.run(tools, tx);
+    this.owned = owned;
+    this.clusterIPRefs = new Map();
+    for (const sp of ports) this.clusterIPRefs.set(sp.clusterIP, (this.clusterIPRefs.get(sp.clusterIP) ?? 0) + 1);
+    this.logger.debug('iptables full sync applied', { ports: ports.length, rules: tx.rules, deletedChains: stale.length, jumpsInserted: jumps.length });
+    return { written: tx.rules, bytes: Buffer.byteLength(text) };
+  }
+
+  /**
+   * Edits only what the changes touch: each changed port's rules in the top-level chains are
+   * deleted by specification and inserted anew (only if they differ), its own chains rewritten,
+   * chains it no longer owns deleted. The cost follows the number of changes, not of services;
+   * a sync without changes runs no transaction at all.
+   */
+  private async applyPartial(tools: BackendTools, changes: readonly Change[], cfg: RenderConfig): Promise<ApplyResult> {
+    const tx = new Transaction();
+    const ownedNext = new Map<string, string[] | null>();
+    const refDelta = new Map<string, number>();
+    const stale: string[] = [];
+    for (const ch of changes) {
+      const prev = ch.kind === 'added' || ch.prev.family !== 4 ? undefined : ch.prev;
+      const next = ch.kind === 'removed' || ch.next.family !== 4 ? undefined : ch.next;
+      if (prev === undefined && next === undefined) continue;
+      const before = prev === undefined ? [] : topLevelRules(prev, cfg);
+      const after = next === undefined ? [] : topLevelRules(next, cfg);
+      if (!sameRules(before, after)) {
+        for (const r of before) tx.deleteRule(r.table, r.chain, r.args);
+        // At the top: the NodePort tail call and the ClusterIP rejects stay last in their chains.
+        for (const r of after) tx.insertFirst(r.table, r.chain, ...r.args);
       }
+      const ownedBefore = this.owned.get(ch.id) ?? (prev === undefined ? [] : ownedChains(prev, cfg));
+      const ownedAfter = next === undefined ? [] : renderServicePort(DISCARD_TX, tx, next, cfg);
+      const keep = new Set(ownedAfter);
+      for (const c of ownedBefore) if (!keep.has(c)) stale.push(c);
+      ownedNext.set(ch.id, next === undefined ? null : ownedAfter);
+      if (prev !== undefined) refDelta.set(prev.clusterIP, (refDelta.get(prev.clusterIP) ?? 0) - 1);
+      if (next !== undefined) refDelta.set(next.clusterIP, (refDelta.get(next.clusterIP) ?? 0) + 1);
     }
-    for (const c of [...stale].sort()) tx.deleteChain('nat', c);
+    for (const [ip, d] of refDelta) {
+      const was = this.clusterIPRefs.get(ip) ?? 0;
+      if (was === 0 && was + d > 0) tx.append('filter', KUBE_SERVICES, ...clusterIPRejectArgs(ip));
+      if (was > 0 && was + d === 0) tx.deleteRule('filter', KUBE_SERVICES, clusterIPRejectArgs(ip));
+    }
+    // After the rules that jump to them are gone (tail order: -D lines first, then -X).
+    for (const c of [...new Set(stale)].sort()) tx.deleteChain('nat', c);
+    if (tx.isEmpty()) return { written: 0, bytes: 0 };
 
+    const text = await this.run(tools, tx);
+    for (const [id, chains] of ownedNext) {
+      if (chains === null) this.owned.delete(id);
+      else this.owned.set(id, chains);
+    }
+    for (const [ip, d] of refDelta) {
+      const n = (this.clusterIPRefs.get(ip) ?? 0) + d;
+      if (n > 0) this.clusterIPRefs.set(ip, n);
+      else this.clusterIPRefs.delete(ip);
+    }
+    this.logger.debug('iptables partial sync applied', { changes: changes.length, rules: tx.rules, deletedChains: stale.length });
+    return { written: tx.rules, bytes: Buffer.byteLength(text) };
+  }
+
+  /** Checks and runs one transaction; any failure forces the next sync to be full. */
+  private async run(tools: BackendTools, tx: Transaction): Promise<string> {
     const invalid = tx.error();
     if (invalid !== null) {
       this.needFull = true;
@@ -198,13 +280,14 @@ export class IptablesDataPlane implements DataPlane {
       this.needFull = true;
       throw e;
     }
-    this.owned = owned;
-    this.applied = cfg;
-    this.needFull = false;
-    this.logger.debug('iptables sync applied', { full, ports: ports.length, rules: tx.rules, deletedChains: stale.size, jumpsInserted: jumps.length });
+    return text;
+  }
 
-    await this.clearStaleConntrack(changes);
-    return { written: tx.rules, bytes: Buffer.byteLength(text) };
+  /** Writes the ports' own chains in batches (see NFT_STAGE_PORTS). Throws DataPlaneError EAPPLY. */
+  private async stageOwnChains(tools: BackendTools, ports: readonly ServicePort[], cfg: RenderConfig): Promise<void> {
+    for (let i = 0; i < ports.length; i += NFT_STAGE_PORTS) {
+      await this.run(tools, renderOwnChains(ports.slice(i, i + NFT_STAGE_PORTS), cfg));
+    }
   }
 
   /** Best effort, after the rules are in place: failures are logged, never thrown. */

@@ -13,7 +13,7 @@ import {
   KUBE_PROXY_FIREWALL, KUBE_SERVICES, NAT_TOP_CHAINS, portChains,
 } from './chains.js';
 import type { JumpRule, PortChains } from './chains.js';
-import { DiscardTransaction, Transaction } from './transaction.js';
+import { DiscardTransaction, Transaction, type TableName } from './transaction.js';
 
 const DISCARD = new DiscardTransaction();
 
@@ -116,10 +116,11 @@ function writeEndpointDispatch(tx: Transaction, sp: ServicePort, c: PortChains, 
 }
 
 /**
- * Renders one IPv4 service port: its rules in the top-level chains always, and its own chains
- * (SVC/SVL/EXT/FW/SEP) only when `writeOwn`. Returns the nat chains the port owns either way.
+ * Renders one IPv4 service port: its rules in the top-level chains into `tx`, its own chains
+ * (SVC/SVL/EXT/FW/SEP) into `own` (a DiscardTransaction skips them). Returns the nat chains the
+ * port owns either way.
  */
-export function renderServicePort(tx: Transaction, sp: ServicePort, cfg: RenderConfig, writeOwn: boolean): string[] {
+export function renderServicePort(tx: Transaction, own: Transaction, sp: ServicePort, cfg: RenderConfig): string[] {
   const c = portChains(sp);
   const { name, proto } = c;
   const byId = new Map(sp.endpoints.map((e) => [e.id, e]));
@@ -186,9 +187,6 @@ export function renderServicePort(tx: Transaction, sp: ServicePort, cfg: RenderC
     tx.append('filter', KUBE_NODEPORTS, '-m', 'comment', '--comment', `${name} health check node port`, '-m', 'tcp', '-p', 'tcp', '--dport', String(sp.healthCheckNodePort), '-j', 'ACCEPT');
   }
 
-  // The service's own chains; skipped on a partial sync when the port did not change.
-  const own = writeOwn ? tx : DISCARD;
-
   if (hasInternal) {
     const match = ['-m', 'comment', '--comment', `${name} cluster IP`, ...pp, '-d', sp.clusterIP, '--dport', port];
     if (cfg.masqueradeAll) own.append('nat', internalChain, ...match, '-j', KUBE_MARK_MASQ);
@@ -253,13 +251,31 @@ export function renderServicePort(tx: Transaction, sp: ServicePort, cfg: RenderC
 
 /** The nat chains a port owns, without writing anything (used for chains of a port's previous version). */
 export function ownedChains(sp: ServicePort, cfg: RenderConfig): string[] {
-  return renderServicePort(DISCARD, sp, cfg, false);
+  return renderServicePort(DISCARD, DISCARD, sp, cfg);
+}
+
+/**
+ * Only the ports' own chains: a staging transaction that nothing jumps to yet (see index.ts).
+ * KUBE-MARK-MASQ, the one top-level chain they jump to, is rewritten with its constant rule in
+ * the same transaction, so it exists on a fresh node and never stands empty.
+ */
+export function renderOwnChains(ports: Iterable<ServicePort>, cfg: RenderConfig): Transaction {
+  const tx = new Transaction();
+  tx.chain('nat', KUBE_MARK_MASQ);
+  writeMarkMasq(tx, cfg);
+  for (const sp of ports) renderServicePort(DISCARD, tx, sp, cfg);
+  return tx;
+}
+
+function writeMarkMasq(tx: Transaction, cfg: RenderConfig): void {
+  tx.append('nat', KUBE_MARK_MASQ, '-j', 'MARK', '--or-mark', cfg.masqueradeMark);
 }
 
 export interface RenderInput {
   /** IPv4 service ports, in the order their rules should appear (Rudder sorts by id). */
   ports: Iterable<ServicePort>;
-  /** Ids whose own chains are written; null writes every port's chains (full sync). */
+  /** Ids whose own chains are written; null writes every port's chains (full sync). Own chains
+   * not written here must already exist (a partial sync, or chains staged beforehand). */
   write: ReadonlySet<string> | null;
   /** Per-service nat chains to flush and delete (no longer used). */
   staleChains?: Iterable<string>;
@@ -284,19 +300,15 @@ export function render(input: RenderInput, cfg: RenderConfig): Rendered {
   // Clear the mark so a packet that re-traverses the stack is not masqueraded twice.
   tx.append('nat', KUBE_POSTROUTING, '-j', 'MARK', '--xor-mark', mark);
   tx.append('nat', KUBE_POSTROUTING, '-m', 'comment', '--comment', 'kubernetes service traffic requiring SNAT', '-j', 'MASQUERADE', '--random-fully');
-  tx.append('nat', KUBE_MARK_MASQ, '-j', 'MARK', '--or-mark', mark);
+  writeMarkMasq(tx, cfg);
 
   const owned = new Map<string, string[]>();
   const clusterIPs = new Set<string>();
   for (const sp of input.ports) {
-    owned.set(sp.id, renderServicePort(tx, sp, cfg, input.write === null || input.write.has(sp.id)));
+    owned.set(sp.id, renderServicePort(tx, input.write === null || input.write.has(sp.id) ? tx : DISCARD, sp, cfg));
     clusterIPs.add(sp.clusterIP);
   }
-  // What reaches here was not DNATed by any service port: a ClusterIP on a port no service uses.
-  // Reject it at once, as kube-proxy's nftables mode does, rather than let it time out.
-  for (const ip of clusterIPs) {
-    tx.append('filter', KUBE_SERVICES, '-m', 'comment', '--comment', 'reject traffic to unknown ports of ClusterIPs', '-d', ip, '-j', 'REJECT');
-  }
+  for (const ip of clusterIPs) tx.append('filter', KUBE_SERVICES, ...clusterIPRejectArgs(ip));
 
   for (const chain of input.staleChains ?? []) tx.deleteChain('nat', chain);
 
@@ -314,4 +326,46 @@ export function render(input: RenderInput, cfg: RenderConfig): Rendered {
 
   for (const j of input.jumps ?? []) tx.insertFirst(j.table, j.from, ...jumpArgs(j));
   return { tx, owned };
+}
+
+/**
+ * The filter rule for a ClusterIP: what reaches it was not DNATed by any service port, so it is
+ * a port no service uses. It is rejected at once, as kube-proxy's nftables mode does, rather than
+ * left to time out. These rules stay at the end of filter KUBE-SERVICES, after every port's own
+ * REJECT/DROP rule.
+ */
+export function clusterIPRejectArgs(ip: string): string[] {
+  return ['-m', 'comment', '--comment', 'reject traffic to unknown ports of ClusterIPs', '-d', ip, '-j', 'REJECT'];
+}
+
+/** One rule a port contributes to a top-level chain. */
+export interface TopLevelRule {
+  table: TableName;
+  chain: string;
+  args: string[];
+}
+
+class RecordingTransaction extends DiscardTransaction {
+  readonly recorded: TopLevelRule[] = [];
+  override append(table: TableName, chain: string, ...args: readonly string[]): this {
+    this.recorded.push({ table, chain, args: [...args] });
+    return this;
+  }
+}
+
+/** The rules a port contributes to the top-level chains (KUBE-SERVICES, KUBE-NODEPORTS, ...). */
+export function topLevelRules(sp: ServicePort, cfg: RenderConfig): TopLevelRule[] {
+  const rec = new RecordingTransaction();
+  renderServicePort(rec, DISCARD, sp, cfg);
+  return rec.recorded;
+}
+
+export function sameRules(a: readonly TopLevelRule[], b: readonly TopLevelRule[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!;
+    const y = b[i]!;
+    if (x.table !== y.table || x.chain !== y.chain || x.args.length !== y.args.length || x.args.some((v, j) => v !== y.args[j])) return false;
+  }
+  return true;
 }

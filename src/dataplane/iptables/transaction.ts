@@ -154,7 +154,7 @@ export class Transaction {
 /** A transaction that keeps nothing: lets a renderer compute what it would write without paying for it. */
 export class DiscardTransaction extends Transaction {
   override chain(): this { return this; }
-  override append(): this { return this; }
+  override append(_table: TableName, _chain: string, ..._args: readonly string[]): this { return this; }
   override deleteChain(): this { return this; }
   override deleteRule(): this { return this; }
   override insertFirst(): this { return this; }

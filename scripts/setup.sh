@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Kernel tools the data planes and the lab drive, and the load generator the benchmark uses.
-packages=(iptables nftables conntrack iproute2 curl wrk)
+# Kernel tools the data planes and the lab drive (setpriv is in util-linux), and the load
+# generator the benchmark uses.
+packages=(iptables nftables conntrack iproute2 iputils-ping util-linux curl wrk)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

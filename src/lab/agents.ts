@@ -37,7 +37,10 @@ async function httpGet(lab: Lab, node: string, url: string): Promise<{ status: n
 /** Starts an agent in `node`'s namespace and waits until it reports healthy (first sync done). */
 export async function startAgent(lab: Lab, node: string, o: AgentOptions): Promise<LabAgent> {
   const ip = lab.ip(node);
+  // setpriv --pdeathsig: the agent gets SIGTERM when the process that started it dies, however it
+  // dies (a test runner killed by a closed pipe skips every exit handler).
   const argv = [
+    'setpriv', '--pdeathsig', 'SIGTERM', '--',
     process.execPath, RUDDER_BIN, 'agent',
     '--dataplane', o.dataplane,
     '--node', node, '--node-ip', ip,

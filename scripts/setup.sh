@@ -4,11 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Kernel tools the data planes and the lab drive (setpriv is in util-linux), and the load
-# generator the benchmark uses.
-packages=(iptables nftables conntrack iproute2 iputils-ping util-linux curl wrk)
+# Kernel tools the data planes drive (the container image installs the same list)...
+packages=(iptables nftables conntrack iproute2)
+# ...and what the lab, the tests and the benchmark use (setpriv is in util-linux).
+lab_packages=(iputils-ping util-linux curl wrk)
 missing=()
-for p in "${packages[@]}"; do
+for p in "${packages[@]}" "${lab_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then

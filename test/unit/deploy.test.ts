@@ -407,9 +407,8 @@ test('the image installs the kernel tools scripts/setup.sh installs for the data
   const setup = readFileSync(join(ROOT, 'scripts/setup.sh'), 'utf8');
   const m = /^packages=\(([^)]*)\)/m.exec(setup);
   assert.ok(m, 'scripts/setup.sh: no packages=(...) list to compare the image with');
-  // The benchmark's load generator and HTTP client are not needed on a node.
-  const benchOnly = new Set(['curl', 'wrk']);
-  const needed = m[1]!.trim().split(/\s+/).filter((p) => !benchOnly.has(p));
+  // lab_packages (the lab's and the benchmark's tools) are not needed on a node.
+  const needed = m[1]!.trim().split(/\s+/);
   for (const p of ['iptables', 'nftables', 'conntrack', 'iproute2']) assert.ok(needed.includes(p), `scripts/setup.sh no longer installs ${p}; update this test`);
 
   const ins = dockerfile();

@@ -1,7 +1,7 @@
 // An in-memory data plane for tests of the sync loop, and a wrapper that fails at random for
 // fault tests. The fake applies changes exactly as a kernel transaction would: all or nothing.
 
-import { allPorts, externalEndpoints, frontends, internalEndpoints, type Change, type ServicePort, type ServiceTable } from '../model/types.js';
+import { allPorts, beforeAfter, externalEndpoints, frontends, internalEndpoints, type Change, type ServicePort, type ServiceTable } from '../model/types.js';
 import { DataPlaneError, type ApplyOptions, type ApplyResult, type DataPlane, type DataPlaneName, type ProgrammedFrontend } from './dataplane.js';
 
 /** What the fake "kernel" holds: each frontend with the backends it may use. */
@@ -37,8 +37,9 @@ export class FakeDataPlane implements DataPlane {
     const next: FakeState = opts.full ? expectedState(table) : new Map(this.state);
     if (!opts.full) {
       for (const c of changes) {
-        if (c.kind !== 'added') for (const [k] of frontendsOf(c.prev)) next.delete(k);
-        if (c.kind !== 'removed') for (const [k, v] of frontendsOf(c.next)) next.set(k, v);
+        const { prev, next: after } = beforeAfter(c);
+        if (prev !== undefined) for (const [k] of frontendsOf(prev)) next.delete(k);
+        if (after !== undefined) for (const [k, v] of frontendsOf(after)) next.set(k, v);
       }
     }
     this.state = next;

@@ -145,3 +145,23 @@ export type Change =
   | { kind: 'endpointsChanged'; id: string; prev: ServicePort; next: ServicePort };
 
 export type ChangeKind = Change['kind'];
+
+/**
+ * The entry before and after a change (undefined where there is none). Exhaustive over Change:
+ * a new kind of change does not compile until it is handled here.
+ */
+export function beforeAfter(c: Change): { prev: ServicePort | undefined; next: ServicePort | undefined } {
+  switch (c.kind) {
+    case 'added':
+      return { prev: undefined, next: c.next };
+    case 'removed':
+      return { prev: c.prev, next: undefined };
+    case 'serviceChanged':
+    case 'endpointsChanged':
+      return { prev: c.prev, next: c.next };
+    default: {
+      const never: never = c;
+      throw new TypeError(`unhandled change ${JSON.stringify(never)}`);
+    }
+  }
+}

@@ -5,7 +5,7 @@
 import { build, rebuildServices } from '../model/build.js';
 import { applyRebuilt, diff, diffServices } from '../model/diff.js';
 import type { Change, ProxyConfig, ServicePort } from '../model/types.js';
-import { usesLocalEndpoints } from '../model/types.js';
+import { beforeAfter, usesLocalEndpoints } from '../model/types.js';
 import type { DataPlane } from '../dataplane/dataplane.js';
 import type { Logger } from '../observe/log.js';
 import type { Metrics } from '../observe/metrics.js';
@@ -111,8 +111,9 @@ export class Syncer {
     // Table-wide gauges are kept by accounting for each change, not by scanning the table.
     for (const c of changes) {
       m.changes.inc({ kind: c.kind });
-      if (c.kind !== 'added') this.count(c.prev, -1);
-      if (c.kind !== 'removed') this.count(c.next, 1);
+      const { prev, next } = beforeAfter(c);
+      if (prev !== undefined) this.count(prev, -1);
+      if (next !== undefined) this.count(next, 1);
     }
     m.servicePorts.set(this.totals.ports);
     m.endpoints.set(this.totals.endpoints);

@@ -14,7 +14,7 @@
 //
 // Only IPv4 service ports are programmed; IPv6 needs the same layout through ip6tables (later).
 
-import { allPorts } from '../../model/types.js';
+import { allPorts, beforeAfter } from '../../model/types.js';
 import type { Change, ProxyConfig, ServicePort, ServiceTable } from '../../model/types.js';
 import type { Logger } from '../../observe/log.js';
 import { exec as defaultExec } from '../../util/exec.js';
@@ -225,8 +225,9 @@ export class IptablesDataPlane implements DataPlane {
     const refDelta = new Map<string, number>();
     const stale: string[] = [];
     for (const ch of changes) {
-      const prev = ch.kind === 'added' || ch.prev.family !== 4 ? undefined : ch.prev;
-      const next = ch.kind === 'removed' || ch.next.family !== 4 ? undefined : ch.next;
+      const both = beforeAfter(ch);
+      const prev = both.prev?.family === 4 ? both.prev : undefined;
+      const next = both.next?.family === 4 ? both.next : undefined;
       if (prev === undefined && next === undefined) continue;
       const before = prev === undefined ? [] : topLevelRules(prev, cfg);
       const after = next === undefined ? [] : topLevelRules(next, cfg);

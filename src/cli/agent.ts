@@ -13,6 +13,8 @@ import { KubernetesSource } from '../source/kubernetes.js';
 import type { Source } from '../source/objects.js';
 import { BoundedFrequencyRunner } from '../sync/runner.js';
 import { Syncer } from '../sync/syncer.js';
+import { trace } from '../model/trace.js';
+import { packetQuery } from './trace.js';
 import { Tracker } from '../sync/tracker.js';
 import { loadAgentConfig, parseDuration, type AgentFileConfig } from './agent-config.js';
 import { UsageError, flagAll, flagBool, flagOne, type FlagSpecs, type Parsed } from './args.js';
@@ -121,6 +123,7 @@ export async function runAgent(s: AgentSettings, logger: Logger = createLogger()
     registry: metrics.registry,
     programmed: () => dataplane.programmed(),
     table: () => Object.fromEntries(syncer.table),
+    trace: (q) => trace(syncer.table, syncer.config, packetQuery(q)),
   });
   log.info('rudder agent starting', { dataplane: s.dataplane, healthz: s.healthz || 'off', metrics: s.metrics || 'off', source: s.manifests.length > 0 ? s.manifests.join(',') : 'kubernetes' });
 

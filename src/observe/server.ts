@@ -50,6 +50,23 @@ export interface AdminOptions {
   programmed: () => Promise<unknown>;
   /** The desired service table. */
   table: () => unknown;
+  /** Answers /trace?src=&dst=&port=&proto= against the live table; throws TypeError for bad input. */
+  trace?: (query: URLSearchParams) => unknown;
+}
+
+function traceRoute(trace: (q: URLSearchParams) => unknown): Handler {
+  return (req, res) => {
+    const q = new URL(req.url ?? '/', 'http://localhost').searchParams;
+    let body: unknown;
+    try {
+      body = trace(q);
+    } catch (e) {
+      if (!(e instanceof TypeError)) throw e;
+      res.writeHead(400, { 'content-type': 'text/plain' }).end(`${e.message}\n`);
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body, null, 1) + '\n');
+  };
 }
 
 export interface AdminServers {
@@ -86,6 +103,7 @@ export async function startAdmin(o: AdminOptions): Promise<AdminServers> {
         },
         '/services': json(o.programmed),
         '/table': json(o.table),
+        ...(o.trace === undefined ? {} : { '/trace': traceRoute(o.trace) }),
         '/healthz': healthRoute,
       });
       servers.push(s);

@@ -6,6 +6,8 @@ import { ProxyHealth } from '../../src/observe/health.js';
 import { memoryLogger } from '../../src/observe/log.js';
 import { Metrics } from '../../src/observe/metrics.js';
 import { startAdmin } from '../../src/observe/server.js';
+import { trace } from '../../src/model/trace.js';
+import { packetQuery } from '../../src/cli/trace.js';
 import { Syncer } from '../../src/sync/syncer.js';
 import { Tracker } from '../../src/sync/tracker.js';
 import { config, service, slice } from '../support/fixtures.js';
@@ -112,7 +114,11 @@ test('health: unhealthy before the first sync and when a queued change waits pas
 
 test('admin endpoints: /healthz 503 then 200, /metrics with kube-proxy names, /services read back, localhost only', async () => {
   const { tracker, syncer, metrics, health, dp } = setup(new FakeDataPlane());
-  const admin = await startAdmin({ healthz: '127.0.0.1:0', metrics: '127.0.0.1:0', nodeName: 'node-1', health, registry: metrics.registry, programmed: () => dp.programmed(), table: () => Object.fromEntries(syncer.table) });
+  const admin = await startAdmin({
+    healthz: '127.0.0.1:0', metrics: '127.0.0.1:0', nodeName: 'node-1', health, registry: metrics.registry,
+    programmed: () => dp.programmed(), table: () => Object.fromEntries(syncer.table),
+    trace: (q) => trace(syncer.table, syncer.config, packetQuery(q)),
+  });
   try {
     const get = (port: number | null, path: string) => fetch(`http://127.0.0.1:${port}${path}`);
     assert.equal((await get(admin.healthzPort, '/healthz')).status, 503);
@@ -129,6 +135,11 @@ test('admin endpoints: /healthz 503 then 200, /metrics with kube-proxy names, /s
     const services = await (await get(admin.metricsPort, '/services')).json() as Array<{ service: string }>;
     assert.deepEqual(services.map((s) => s.service), ['default/a:http/TCP']);
     assert.equal((await get(admin.metricsPort, '/nope')).status, 404);
+    const t = await (await get(admin.metricsPort, '/trace?src=10.244.1.5&dst=10.96.0.10&port=80')).json() as { verdict: string; service: string };
+    assert.deepEqual([t.verdict, t.service], ['reject', 'default/a:http/TCP'], 'the live table answers: a has no endpoints');
+    const bad = await get(admin.metricsPort, '/trace?src=10.244.1.5&dst=nope&port=80');
+    assert.equal(bad.status, 400);
+    assert.match(await bad.text(), /dst: "nope" is not an IP address/);
   } finally {
     await admin.close();
   }

@@ -100,12 +100,18 @@ export async function programmedServices(agent: string, json: boolean): Promise<
   return 0;
 }
 
+const KIND_ORDER: Record<string, number> = { clusterIP: 0, externalIP: 1, loadBalancerIP: 2, nodePort: 3 };
+const KIND_NAME: Record<string, string> = { clusterIP: 'ClusterIP', externalIP: 'ExternalIP', loadBalancerIP: 'LoadBalancer', nodePort: 'NodePort' };
+
 export function renderProgrammed(rows: readonly ProgrammedFrontend[]): string {
+  const sorted = [...rows].sort((a, b) => (a.service < b.service ? -1 : a.service > b.service ? 1 : (KIND_ORDER[a.kind] ?? 9) - (KIND_ORDER[b.kind] ?? 9)));
   const head = ['SERVICE', 'FRONTEND', 'TYPE', 'BACKENDS (programmed)'];
   const lines: string[][] = [];
-  for (const r of rows) {
-    const bs = r.backends.length === 0 ? ['(none: reject)'] : r.backends;
-    bs.forEach((b, i) => lines.push(i === 0 ? [r.service, r.address, r.kind, b] : ['', '', '', b]));
+  for (const r of sorted) {
+    const protocol = r.service.slice(r.service.lastIndexOf('/') + 1);
+    const frontend = /^(TCP|UDP|SCTP)$/.test(protocol) ? `${r.address}/${protocol}` : r.address;
+    const bs = r.backends.length === 0 ? ['(none)'] : r.backends;
+    bs.forEach((b, i) => lines.push(i === 0 ? [r.service, frontend, KIND_NAME[r.kind] ?? r.kind, b] : ['', '', '', b]));
   }
   const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
   const fmt = (l: readonly string[]): string => l.map((c, i) => (i === l.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();

@@ -5,7 +5,7 @@ import { hostname } from 'node:os';
 import { createDataPlane, DATAPLANES } from '../dataplane/index.js';
 import type { DataPlaneName } from '../dataplane/dataplane.js';
 import { ProxyHealth } from '../observe/health.js';
-import { createLogger, type Logger } from '../observe/log.js';
+import { createLogger, type Level, type Logger } from '../observe/log.js';
 import { Metrics } from '../observe/metrics.js';
 import { startAdmin } from '../observe/server.js';
 import { FileSource } from '../source/files.js';
@@ -30,6 +30,8 @@ export const AGENT_FLAGS: FlagSpecs = {
   'metrics-bind-address': { value: 'HOST:PORT', help: 'serve /metrics and /services here, "" to disable (default 127.0.0.1:10249)' },
   'sync-period': { value: 'DURATION', help: 'sync at least this often, even without changes (default 30s; a full rewrite happens hourly)' },
   'min-sync-period': { value: 'DURATION', help: 'at most one sync per this interval; bursts coalesce (default 1s)' },
+  'log-level': { value: 'debug|info|warn|error', help: 'log verbosity (default info, or $RUDDER_LOG_LEVEL)' },
+  'log-format': { value: 'text|json', help: 'log line format (default text, or $RUDDER_LOG_FORMAT)' },
 };
 
 /**
@@ -48,7 +50,11 @@ export interface AgentSettings {
   metrics: string;
   syncPeriodMs: number;
   minSyncPeriodMs: number;
+  logLevel: Level | undefined;
+  logJSON: boolean | undefined;
 }
+
+const LEVELS: readonly Level[] = ['debug', 'info', 'warn', 'error'];
 
 function duration(p: Parsed, flag: string, fromFile: number | undefined, dflt: number): number {
   const v = flagOne(p, flag);
@@ -56,6 +62,12 @@ function duration(p: Parsed, flag: string, fromFile: number | undefined, dflt: n
   const ms = parseDuration(v);
   if (ms === null) throw new UsageError(`--${flag}: ${JSON.stringify(v)} is not a duration like 30s or 500ms`);
   return ms;
+}
+
+function oneOf<T extends string>(p: Parsed, flag: string, allowed: readonly T[]): T | undefined {
+  const v = flagOne(p, flag);
+  if (v !== undefined && !(allowed as readonly string[]).includes(v)) throw new UsageError(`--${flag}: ${JSON.stringify(v)} is not one of ${allowed.join(', ')}`);
+  return v as T | undefined;
 }
 
 /** Merges flags over the config file. Throws UsageError or ConfigError. */
@@ -90,11 +102,13 @@ export function agentSettings(p: Parsed): AgentSettings {
     metrics: flagOne(p, 'metrics-bind-address') ?? file.metricsBindAddress ?? '127.0.0.1:10249',
     syncPeriodMs: duration(p, 'sync-period', file.syncPeriodMs, 30_000),
     minSyncPeriodMs: duration(p, 'min-sync-period', file.minSyncPeriodMs, 1_000),
+    logLevel: oneOf(p, 'log-level', LEVELS),
+    logJSON: oneOf(p, 'log-format', ['text', 'json'] as const) === undefined ? undefined : flagOne(p, 'log-format') === 'json',
   };
 }
 
 /** Runs until SIGTERM/SIGINT. Resolves with the exit code. */
-export async function runAgent(s: AgentSettings, logger: Logger = createLogger()): Promise<number> {
+export async function runAgent(s: AgentSettings, logger: Logger = createLogger({ level: s.logLevel, json: s.logJSON })): Promise<number> {
   const log = logger.child({ node: s.flags.nodeName });
   const metrics = new Metrics();
   const health = new ProxyHealth(Math.max(2 * s.syncPeriodMs, 10_000));

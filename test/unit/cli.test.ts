@@ -28,6 +28,7 @@ test('usage errors exit 2 with one line naming the problem', () => {
     [['services', '-f', EXAMPLE, '--cluster-cidr', '10.0.0.0/99'], /--cluster-cidr: "10\.0\.0\.0\/99" is not a CIDR/],
     [['agent', '--dataplane', 'ipvs', '-f', EXAMPLE], /--dataplane: "ipvs" is not one of iptables, nftables, ebpf/],
     [['agent', '--dataplane', 'iptables'], /exactly one source/],
+    [['agent', '-f', EXAMPLE, '--log-level', 'loud'], /--log-level: "loud" is not one of debug, info, warn, error/],
     [['frobnicate'], /unknown command "frobnicate"/],
   ] as const) {
     const r = rudder(...args);

@@ -40,6 +40,7 @@ Commands:
   trace      tell where a packet to a service goes, and why
   cleanup    remove everything a data plane created
   demo       run a two-node lab with real traffic through every kind of frontend (root)
+  bench      measure short-connection throughput and latency through each data plane in a lab (root)
   lab        build or remove lab network namespaces: lab up | down --run ID | clean | list
   version    print the version
 
@@ -72,6 +73,11 @@ const commands: Record<string, Command> = {
     await dp.cleanup();
     logger.info('cleaned up', { dataplane: name });
     return EXIT.ok;
+  },
+
+  async bench(argv) {
+    const { benchCommand } = await import('./bench.js');
+    return benchCommand(argv);
   },
 
   async demo(argv) {

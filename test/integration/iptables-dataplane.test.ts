@@ -135,3 +135,54 @@ for (const backend of ['nft', 'legacy'] as const satisfies readonly IptablesBack
     });
   });
 }
+
+describe('IPv6 service ports through ip6tables in a network namespace', { skip: isRoot ? false : 'needs root' }, () => {
+  const ns = `rd-${randomBytes(4).toString('hex')}-ip6`;
+  const nsExec = (argv: readonly string[], opts?: ExecOptions) => exec(['ip', 'netns', 'exec', ns, ...argv], opts);
+  const dp = new IptablesDataPlane({ config: { ...CFG, clusterCIDRs: ['10.0.0.0/8', 'fd00:180::/48'] }, logger: memoryLogger(), exec: nsExec, backend: 'nft' });
+  let server: ChildProcess | undefined;
+
+  before(async () => {
+    await execOk(['ip', 'netns', 'add', ns]);
+    await execOk(['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
+    await execOk(['ip', '-n', ns, '-6', 'addr', 'add', 'fd00:180::1/128', 'dev', 'lo', 'nodad']);
+    await execOk(['ip', '-n', ns, '-6', 'route', 'add', 'fd00:30::/64', 'dev', 'lo']);
+  });
+
+  after(async () => {
+    if (server !== undefined && server.exitCode === null) server.kill('SIGKILL');
+    await exec(['ip', 'netns', 'del', ns]);
+  });
+
+  test('a connection to an IPv6 ClusterIP reaches its endpoint; IPv4 and IPv6 rules stay apart; cleanup removes both', async () => {
+    const v6 = sp({ namespace: 'ns1', name: 'svc6', clusterIP: 'fd00:30::41', family: 6, endpoints: [ep('fd00:180::1', 8080)] });
+    const v4 = sp({ namespace: 'ns1', name: 'svc4', clusterIP: '172.30.0.44', endpoints: [ep('10.180.0.4', 8080)] });
+    const t = tableOf(v4, v6);
+    await dp.apply(diff(new Map(), t), t, { full: true });
+    const save6 = (await execOk(['ip', 'netns', 'exec', ns, 'ip6tables-nft-save', '-t', 'nat'])).stdout;
+    const save4 = (await execOk(['ip', 'netns', 'exec', ns, 'iptables-nft-save', '-t', 'nat'])).stdout;
+    assert.match(save6, /-A KUBE-SERVICES -d fd00:30::41\/128 .*-j KUBE-SVC-/);
+    assert.doesNotMatch(save6, /172\.30\.0\.44/);
+    assert.match(save4, /-A KUBE-SERVICES -d 172\.30\.0\.44\/32 /);
+    assert.doesNotMatch(save4, /fd00:/);
+
+    server = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e',
+      "require('net').createServer((c) => c.end('pong6')).listen(8080, 'fd00:180::1', () => console.log('ready'))"],
+    { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve, reject) => {
+      server!.stdout!.once('data', () => resolve());
+      server!.once('exit', (code) => reject(new Error(`server exited (${code})`)));
+    });
+    const client = await nsExec([process.execPath, '-e',
+      "const c = require('net').connect(80, 'fd00:30::41'); c.on('data', (d) => process.stdout.write(d));"
+      + " c.on('error', (e) => { console.error(e.message); process.exit(1); }); setTimeout(() => process.exit(2), 3000).unref();"],
+    { timeoutMs: 10_000 });
+    assert.equal(client.stdout, 'pong6', client.stderr);
+    assert.deepEqual((await dp.programmed()).map((f) => f.address).sort(), ['172.30.0.44:80', '[fd00:30::41]:80']);
+
+    await dp.cleanup();
+    for (const tool of ['iptables-nft-save', 'ip6tables-nft-save']) {
+      assert.doesNotMatch((await execOk(['ip', 'netns', 'exec', ns, tool])).stdout, /KUBE-/, tool);
+    }
+  });
+});

@@ -20,7 +20,7 @@ export const CFG: ProxyConfig = {
 export function ep(ip: string, port: number, opts: { local?: boolean; ready?: boolean; terminating?: boolean } = {}): EndpointInfo {
   const ready = opts.ready ?? true;
   return {
-    ip, port, id: `${ip}:${port}`,
+    ip, port, id: ip.includes(":") ? `[${ip}]:${port}` : `${ip}:${port}`,
     nodeName: opts.local ? CFG.nodeName : 'other-node',
     isLocal: opts.local ?? false,
     ready, serving: ready || (opts.terminating ?? false), terminating: opts.terminating ?? false,
@@ -143,6 +143,9 @@ export class FakeKernel {
 export class FakeExec {
   calls: Call[] = [];
   kernel = new FakeKernel();
+  /** The ip6tables side; `ip6tablesMissing` makes its tools fail as if not installed. */
+  kernel6 = new FakeKernel();
+  ip6tablesMissing = false;
   /** When set, the next iptables-restore fails with this result and changes nothing. */
   failNextRestore: ExecResult | null = null;
   conntrackResult: ExecResult = { code: 1, stdout: '', stderr: 'conntrack v1.4.7 (conntrack-tools): 0 flow entries have been deleted.\n' };
@@ -150,10 +153,13 @@ export class FakeExec {
   readonly fn = async (argv: readonly string[], opts: { input?: string } = {}): Promise<ExecResult> => {
     this.calls.push({ argv: [...argv], input: opts.input ?? '' });
     const tool = argv[0] ?? '';
+    const v6 = tool.startsWith('ip6tables');
+    if (v6 && this.ip6tablesMissing) return { code: 127, stdout: '', stderr: `${tool}: not found` };
+    const kernel = v6 ? this.kernel6 : this.kernel;
     if (argv[1] === '--version') return { code: 0, stdout: `${tool} v1.8.9\n`, stderr: '' };
     if (tool.endsWith('-save')) {
       const t = argv.indexOf('-t');
-      const text = t >= 0 ? this.kernel.save(argv[t + 1]!) : this.kernel.save('nat') + this.kernel.save('filter');
+      const text = t >= 0 ? kernel.save(argv[t + 1]!) : kernel.save('nat') + kernel.save('filter');
       return { code: 0, stdout: text, stderr: '' };
     }
     if (tool.endsWith('-restore')) {
@@ -162,15 +168,20 @@ export class FakeExec {
         this.failNextRestore = null;
         return r;
       }
-      const err = this.kernel.restore(opts.input ?? '');
+      const err = kernel.restore(opts.input ?? '');
       return err === null ? { code: 0, stdout: '', stderr: '' } : { code: 1, stdout: '', stderr: `iptables-restore: ${err}\n` };
     }
     if (tool === 'conntrack') return this.conntrackResult;
     return { code: 127, stdout: '', stderr: `${tool}: not found` };
   };
 
+  /** IPv4 restores (ip6tables' are in restores6). */
   restores(): Call[] {
-    return this.calls.filter((c) => c.argv[0]!.endsWith('-restore') && c.argv[1] !== '--version');
+    return this.calls.filter((c) => c.argv[0]!.startsWith('iptables-') && c.argv[0]!.endsWith('-restore') && c.argv[1] !== '--version');
+  }
+
+  restores6(): Call[] {
+    return this.calls.filter((c) => c.argv[0]!.startsWith('ip6tables-') && c.argv[0]!.endsWith('-restore') && c.argv[1] !== '--version');
   }
 
   lastRestore(): string {
@@ -178,8 +189,9 @@ export class FakeExec {
     return r[r.length - 1]?.input ?? '';
   }
 
+  /** IPv4 iptables-save calls. */
   saves(): number {
-    return this.calls.filter((c) => c.argv[0]!.endsWith('-save') && c.argv[1] !== '--version').length;
+    return this.calls.filter((c) => c.argv[0]!.startsWith('iptables-') && c.argv[0]!.endsWith('-save') && c.argv[1] !== '--version').length;
   }
 
   conntrack(): string[][] {

@@ -25,8 +25,9 @@ export interface BackendTools {
   save: string;
 }
 
-export function toolsFor(backend: IptablesBackend): BackendTools {
-  return { restore: `iptables-${backend}-restore`, save: `iptables-${backend}-save` };
+export function toolsFor(backend: IptablesBackend, family: 4 | 6 = 4): BackendTools {
+  const cmd = family === 4 ? 'iptables' : 'ip6tables';
+  return { restore: `${cmd}-${backend}-restore`, save: `${cmd}-${backend}-save` };
 }
 
 const KUBELET_CHAINS = /^:(KUBE-IPTABLES-HINT|KUBE-KUBELET-CANARY)\b/m;

@@ -16,8 +16,8 @@ import type { Change, ServicePort } from '../../model/types.js';
 /** conntrack's message when nothing matched; with it a non-zero exit is not an error. */
 export const NO_FLOWS_DELETED = '0 flow entries have been deleted';
 
-function isV4Udp(sp: ServicePort): boolean {
-  return sp.family === 4 && sp.protocol === 'UDP';
+function isUdp(sp: ServicePort): boolean {
+  return sp.protocol === 'UDP';
 }
 
 function vips(sp: ServicePort): string[] {
@@ -39,22 +39,26 @@ function ipOf(sp: ServicePort, endpointId: string): string {
   return ep?.ip ?? endpointId.slice(0, endpointId.lastIndexOf(':'));
 }
 
-/** The conntrack invocations a set of changes calls for, deduplicated, in a stable order. */
-export function staleConntrackCommands(changes: readonly Change[]): string[][] {
+/**
+ * The conntrack invocations a set of changes calls for, deduplicated, in a stable order.
+ * Changes of the other family are ignored; IPv6 commands carry "-f ipv6", as kube-proxy's do.
+ */
+export function staleConntrackCommands(changes: readonly Change[], family: 4 | 6 = 4): string[][] {
   const out: string[][] = [];
   for (const ch of changes) {
+    if ((ch.kind === 'added' ? ch.next : ch.prev).family !== family) continue;
     switch (ch.kind) {
       case 'added':
-        if (isV4Udp(ch.next) && ch.next.hasEndpoints) flushService(ch.next, out);
+        if (isUdp(ch.next) && ch.next.hasEndpoints) flushService(ch.next, out);
         break;
       case 'removed':
-        if (isV4Udp(ch.prev)) flushService(ch.prev, out);
+        if (isUdp(ch.prev)) flushService(ch.prev, out);
         break;
       case 'serviceChanged':
       case 'endpointsChanged': {
         const { prev, next } = ch;
-        if (isV4Udp(next) && next.hasEndpoints && !prev.hasEndpoints) flushService(next, out);
-        if (isV4Udp(prev)) {
+        if (isUdp(next) && next.hasEndpoints && !prev.hasEndpoints) flushService(next, out);
+        if (isUdp(prev)) {
           // Entries were created through the previous frontends, towards the previous endpoints.
           const still = new Set(next.protocol === prev.protocol ? next.reachableEndpoints : []);
           const gone = new Set<string>();
@@ -70,6 +74,7 @@ export function staleConntrackCommands(changes: readonly Change[]): string[][] {
     }
   }
   const seen = new Set<string>();
+  if (family === 6) for (const argv of out) argv.splice(2, 0, '-f', 'ipv6');
   return out.filter((argv) => {
     const key = argv.join('\0');
     if (seen.has(key)) return false;

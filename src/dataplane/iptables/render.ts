@@ -3,7 +3,7 @@
 //
 // Every rule follows from the ServicePort's resolved endpoint sets (clusterEndpoints,
 // localEndpoints, reachableEndpoints, hasEndpoints); no endpoint policy is re-derived here.
-// Only IPv4 service ports are rendered (iptables); IPv6 would go through ip6tables later.
+// One IP family at a time: IPv4 ports for iptables-restore, IPv6 ports for ip6tables-restore.
 
 import { inAnyCIDR, parseCIDR, parseIP } from '../../model/ip.js';
 import { externallyAccessible, usesClusterEndpoints, usesLocalEndpoints } from '../../model/types.js';
@@ -22,10 +22,12 @@ export interface RenderConfig {
   /** "0x4000" for bit 14; written as kube-proxy's test fixtures write it. */
   masqueradeMark: string;
   masqueradeAll: boolean;
-  /** IPv4 pod CIDR that identifies pod traffic (kube-proxy's detect-local by cluster CIDR); "" disables it. */
+  /** This family's pod CIDR that identifies pod traffic (kube-proxy's detect-local by cluster CIDR); "" disables it. */
   clusterCIDR: string;
-  /** Primary IPv4 node address, "" when unknown: LB source ranges containing it also admit the node. */
+  /** Primary node address of this family, "" when unknown: LB source ranges containing it also admit the node. */
   nodeIP: string;
+  /** The loopback range, never a NodePort address (no route_localnet). */
+  loopback: string;
   /** null: NodePorts on every local address (addrtype LOCAL); else only on these addresses. */
   nodePortIPs: string[] | null;
   /** Drop ctstate INVALID in KUBE-FORWARD (kube-proxy does unless nf_conntrack_tcp_be_liberal is set). */
@@ -33,37 +35,40 @@ export interface RenderConfig {
 }
 
 /**
- * Derives the IPv4 render settings from the node config. Never throws: problems come back as
- * warnings (e.g. several IPv4 cluster CIDRs, of which, like kube-proxy, only one can be used).
+ * Derives one family's render settings from the node config. Never throws: problems come back as
+ * warnings (e.g. several cluster CIDRs of a family, of which, like kube-proxy, only one is used).
  */
-export function renderConfig(cfg: ProxyConfig, masqueradeBit = 14): { config: RenderConfig; warnings: string[] } {
+export function renderConfig(cfg: ProxyConfig, masqueradeBit = 14, family: 4 | 6 = 4): { config: RenderConfig; warnings: string[] } {
   const warnings: string[] = [];
-  const v4cidrs = cfg.clusterCIDRs.filter((c) => parseCIDR(c)?.family === 4);
-  if (v4cidrs.length > 1) warnings.push(`several IPv4 clusterCIDRs (${v4cidrs.join(', ')}): only ${v4cidrs[0]} identifies pod traffic`);
-  const v4nodeIPs = cfg.nodeIPs.filter((ip) => parseIP(ip)?.family === 4);
+  const name = `IPv${family}`;
+  const loopback = family === 4 ? '127.0.0.0/8' : '::1/128';
+  const cidrsOfFamily = cfg.clusterCIDRs.filter((c) => parseCIDR(c)?.family === family);
+  if (cidrsOfFamily.length > 1) warnings.push(`several ${name} clusterCIDRs (${cidrsOfFamily.join(', ')}): only ${cidrsOfFamily[0]} identifies pod traffic`);
+  const nodeIPsOfFamily = cfg.nodeIPs.filter((ip) => parseIP(ip)?.family === family);
   let nodePortIPs: string[] | null = null;
   if (cfg.nodePortAddresses.length > 0) {
     // kube-proxy's NodePortAddresses: only this family's CIDRs; a /0 means "every address";
     // CIDRs given but none for this family means no NodePorts for this family.
-    const cidrs = cfg.nodePortAddresses.filter((c) => parseCIDR(c)?.family === 4);
+    const cidrs = cfg.nodePortAddresses.filter((c) => parseCIDR(c)?.family === family);
     if (!cidrs.some((c) => parseCIDR(c)?.prefix === 0)) {
       nodePortIPs = [];
-      for (const ip of v4nodeIPs) {
+      for (const ip of nodeIPsOfFamily) {
         if (!inAnyCIDR(ip, cidrs)) continue;
         // Localhost NodePorts need route_localnet, which Rudder does not set (kube-proxy with
         // --iptables-localhost-nodeports=false logs and skips them the same way).
-        if (inAnyCIDR(ip, ['127.0.0.0/8'])) { warnings.push(`nodePortAddresses matches loopback ${ip}: localhost NodePorts are not supported`); continue; }
+        if (inAnyCIDR(ip, [loopback])) { warnings.push(`nodePortAddresses matches loopback ${ip}: localhost NodePorts are not supported`); continue; }
         nodePortIPs.push(ip);
       }
-      if (cidrs.length === 0) warnings.push('nodePortAddresses has no IPv4 CIDR: no IPv4 NodePorts');
+      if (cidrs.length === 0) warnings.push(`nodePortAddresses has no ${name} CIDR: no ${name} NodePorts`);
     }
   }
   return {
     config: {
       masqueradeMark: '0x' + (2 ** masqueradeBit).toString(16),
       masqueradeAll: cfg.masqueradeAll,
-      clusterCIDR: v4cidrs[0] ?? '',
-      nodeIP: v4nodeIPs[0] ?? '',
+      clusterCIDR: cidrsOfFamily[0] ?? '',
+      nodeIP: nodeIPsOfFamily[0] ?? '',
+      loopback,
       nodePortIPs,
       dropInvalid: true,
     },
@@ -116,7 +121,7 @@ function writeEndpointDispatch(tx: Transaction, sp: ServicePort, c: PortChains, 
 }
 
 /**
- * Renders one IPv4 service port: its rules in the top-level chains into `tx`, its own chains
+ * Renders one service port: its rules in the top-level chains into `tx`, its own chains
  * (SVC/SVL/EXT/FW/SEP) into `own` (a DiscardTransaction skips them). Returns the nat chains the
  * port owns either way.
  */
@@ -272,7 +277,7 @@ function writeMarkMasq(tx: Transaction, cfg: RenderConfig): void {
 }
 
 export interface RenderInput {
-  /** IPv4 service ports, in the order their rules should appear (Rudder sorts by id). */
+  /** Service ports of one family, in the order their rules should appear (Rudder sorts by id). */
   ports: Iterable<ServicePort>;
   /** Ids whose own chains are written; null writes every port's chains (full sync). Own chains
    * not written here must already exist (a partial sync, or chains staged beforehand). */
@@ -315,7 +320,7 @@ export function render(input: RenderInput, cfg: RenderConfig): Rendered {
   // The tail call to KUBE-NODEPORTS must stay the last rule of KUBE-SERVICES.
   const npComment = 'kubernetes service nodeports; NOTE: this must be the last rule in this chain';
   if (cfg.nodePortIPs === null) {
-    tx.append('nat', KUBE_SERVICES, '-m', 'comment', '--comment', npComment, '-m', 'addrtype', '--dst-type', 'LOCAL', '!', '-d', '127.0.0.0/8', '-j', KUBE_NODEPORTS);
+    tx.append('nat', KUBE_SERVICES, '-m', 'comment', '--comment', npComment, '-m', 'addrtype', '--dst-type', 'LOCAL', '!', '-d', cfg.loopback, '-j', KUBE_NODEPORTS);
   } else {
     for (const ip of cfg.nodePortIPs) tx.append('nat', KUBE_SERVICES, '-m', 'comment', '--comment', npComment, '-d', ip, '-j', KUBE_NODEPORTS);
   }

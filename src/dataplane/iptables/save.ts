@@ -85,8 +85,9 @@ export function hasJump(table: SavedTable | undefined, j: JumpRule): boolean {
 const FRONTEND_COMMENT = /^(.+) (cluster IP|external IP|loadbalancer IP)$/;
 const KINDS: Record<string, string> = { 'cluster IP': 'clusterIP', 'external IP': 'externalIP', 'loadbalancer IP': 'loadBalancerIP' };
 
+/** iptables-save prints a host address as a /32 (or /128 for IPv6) network. */
 function stripHostMask(cidr: string): string {
-  return cidr.endsWith('/32') ? cidr.slice(0, -3) : cidr;
+  return cidr.replace(/\/(32|128)$/, '');
 }
 
 /** Rudder's service port id from the comment name ("ns/name:port" or "ns/name") and the -p protocol. */
@@ -100,7 +101,7 @@ function serviceId(name: string, proto: string | undefined): string {
  * works with or without per-endpoint comments. For EXT chains only the fall-through rule is
  * followed (the pod and node short-circuits are not what outside clients get).
  */
-export function programmedFrontends(nat: SavedTable | undefined): ProgrammedFrontend[] {
+export function programmedFrontends(nat: SavedTable | undefined, family: 4 | 6 = 4): ProgrammedFrontend[] {
   if (nat === undefined) return [];
   const byChain = new Map<string, SavedRule[]>();
   for (const r of nat.rules) {
@@ -130,6 +131,9 @@ export function programmedFrontends(nat: SavedTable | undefined): ProgrammedFron
     return out;
   };
 
+  const hostPort = (host: string, port: string): string => (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`);
+  // The model's ids name the IPv6 entry of a service port with a "/v6" suffix.
+  const id = (name: string, proto: string | undefined): string => serviceId(name, proto) + (family === 6 ? '/v6' : '');
   const result: ProgrammedFrontend[] = [];
   for (const r of byChain.get(KUBE_SERVICES) ?? []) {
     const m = FRONTEND_COMMENT.exec(option(r.args, '--comment') ?? '');
@@ -137,9 +141,9 @@ export function programmedFrontends(nat: SavedTable | undefined): ProgrammedFron
     const target = option(r.args, '-j');
     if (m === null || dst === undefined || target === undefined) continue;
     result.push({
-      service: serviceId(m[1]!, option(r.args, '-p')),
+      service: id(m[1]!, option(r.args, '-p')),
       kind: KINDS[m[2]!]!,
-      address: `${stripHostMask(dst)}:${option(r.args, '--dport') ?? ''}`,
+      address: hostPort(stripHostMask(dst), option(r.args, '--dport') ?? ''),
       backends: backends(target, 0),
     });
   }
@@ -149,9 +153,9 @@ export function programmedFrontends(nat: SavedTable | undefined): ProgrammedFron
     if (name === undefined || target === undefined) continue;
     const dst = option(r.args, '-d');
     result.push({
-      service: serviceId(name, option(r.args, '-p')),
+      service: id(name, option(r.args, '-p')),
       kind: 'nodePort',
-      address: `${dst === undefined ? '*' : stripHostMask(dst)}:${option(r.args, '--dport') ?? ''}`,
+      address: dst === undefined ? `*:${option(r.args, '--dport') ?? ''}` : hostPort(stripHostMask(dst), option(r.args, '--dport') ?? ''),
       backends: backends(target, 0),
     });
   }

@@ -19,7 +19,10 @@ export async function createDataPlane(name: DataPlaneName, deps: DataPlaneDeps):
       const { IptablesDataPlane } = await import('./iptables/index.js');
       return new IptablesDataPlane({ config: deps.config, logger: deps.logger });
     }
-    case 'nftables':
+    case 'nftables': {
+      const { NftablesDataPlane } = await import('./nftables/index.js');
+      return new NftablesDataPlane({ config: deps.config, logger: deps.logger });
+    }
     case 'ebpf':
       throw new DataPlaneError('EUNSUPPORTED', `the ${name} data plane is not built yet; use --dataplane iptables`);
   }

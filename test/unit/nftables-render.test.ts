@@ -1,0 +1,174 @@
+// Golden files for the nftables layout (full-sync transactions for kube-proxy's test services),
+// the transaction builder, and the read-back parser on nft's JSON.
+// UPDATE_GOLDEN=1 rewrites test/golden/nftables/*.nft; otherwise they are compared exactly.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { nftConfig, companionOf, pickObjects } from '../../src/dataplane/nftables/layout.js';
+import { fullTransaction } from '../../src/dataplane/nftables/plan.js';
+import { parseChains, programmedFrontends } from '../../src/dataplane/nftables/readback.js';
+import { disjointRanges } from '../../src/dataplane/nftables/render.js';
+import { TableState } from '../../src/dataplane/nftables/state.js';
+import { Transaction } from '../../src/dataplane/nftables/transaction.js';
+import type { ProxyConfig, ServicePort } from '../../src/model/types.js';
+import { CFG, ep, sp } from '../support/iptables.js';
+
+const GOLDEN_DIR = fileURLToPath(new URL('../../../test/golden/nftables/', import.meta.url));
+
+function renderFull(ports: ServicePort[], cfg: ProxyConfig = CFG): string {
+  const state = new TableState(nftConfig(cfg).config);
+  state.load([...ports].sort((a, b) => (a.id < b.id ? -1 : 1)));
+  const { tx } = fullTransaction(state, { recreate: true, existingChains: new Set(), deleteChains: true });
+  assert.equal(tx.error(), null);
+  return tx.toString();
+}
+
+function golden(name: string, actual: string): void {
+  const path = GOLDEN_DIR + name + '.nft';
+  if (process.env['UPDATE_GOLDEN'] === '1') {
+    mkdirSync(GOLDEN_DIR, { recursive: true });
+    writeFileSync(path, actual);
+    return;
+  }
+  assert.equal(actual, readFileSync(path, 'utf8'), `golden ${name}.nft differs (UPDATE_GOLDEN=1 rewrites it)`);
+}
+
+// The same services as the iptables golden files, so the two layouts can be read side by side.
+const scenarios: Record<string, { ports: ServicePort[]; cfg?: ProxyConfig }> = {
+  'clusterip-3-endpoints': {
+    ports: [sp({ namespace: 'ns1', name: 'svc1', clusterIP: '172.30.0.41',
+      endpoints: [ep('10.180.0.1', 8080), ep('10.180.0.2', 8080, { local: true }), ep('10.180.0.3', 8080)] })],
+  },
+  'no-endpoints-reject': {
+    ports: [sp({ namespace: 'ns6', name: 'svc6', clusterIP: '172.30.0.46', nodePort: 3006,
+      externalIPs: ['192.168.99.66'], loadBalancerIPs: ['1.2.3.6'], endpoints: [ep('10.180.0.6', 80, { ready: false })] })],
+  },
+  'nodeport-etp-local': {
+    ports: [sp({ namespace: 'ns2', name: 'svc2', clusterIP: '172.30.0.42', nodePort: 3001, externalPolicyLocal: true,
+      healthCheckNodePort: 30000, endpoints: [ep('10.180.0.2', 80, { local: true }), ep('10.180.1.2', 80)] })],
+  },
+  'etp-local-no-local-endpoints': {
+    ports: [sp({ namespace: 'ns2', name: 'svc2b', clusterIP: '172.30.0.52', nodePort: 3011, externalPolicyLocal: true,
+      loadBalancerIPs: ['1.2.3.4'], externalIPs: ['192.168.99.22'], healthCheckNodePort: 30001, endpoints: [ep('10.180.1.2', 80)] })],
+  },
+  'lb-source-ranges': {
+    ports: [sp({ namespace: 'ns5', name: 'svc5', clusterIP: '172.30.0.45', nodePort: 3002, loadBalancerIPs: ['5.6.7.8'],
+      loadBalancerSourceRanges: ['203.0.113.0/25', '192.168.0.0/24'], endpoints: [ep('10.180.0.3', 80), ep('10.180.0.4', 80)] })],
+  },
+  'external-ips': {
+    ports: [sp({ namespace: 'ns4', name: 'svc4', clusterIP: '172.30.0.44', externalIPs: ['192.168.99.33'],
+      endpoints: [ep('10.180.0.4', 80), ep('10.180.0.5', 80, { local: true })] })],
+  },
+  'session-affinity-udp': {
+    ports: [sp({ namespace: 'kube-system', name: 'dns', portName: 'dns', protocol: 'UDP', port: 53, clusterIP: '172.30.0.10',
+      affinityTimeoutSeconds: 10800, endpoints: [ep('10.180.0.7', 53), ep('10.180.0.8', 53)] })],
+  },
+  'itp-local-no-local-endpoints': {
+    ports: [sp({ namespace: 'ns8', name: 'svc8', clusterIP: '172.30.0.48', internalPolicyLocal: true,
+      endpoints: [ep('10.180.0.8', 80), ep('10.180.0.9', 80)] })],
+  },
+  'itp-local-with-local-endpoint': {
+    ports: [sp({ namespace: 'ns9', name: 'svc9', clusterIP: '172.30.0.49', internalPolicyLocal: true,
+      endpoints: [ep('10.180.0.8', 80), ep('10.180.0.9', 80, { local: true })] })],
+  },
+  'nodeport-addresses': {
+    cfg: { ...CFG, nodeIPs: ['192.168.0.2', '192.168.1.2', '172.16.0.2', '127.0.0.1'], nodePortAddresses: ['192.168.0.0/16', '127.0.0.0/8', 'fd00::/64'] },
+    ports: [sp({ namespace: 'ns3', name: 'svc3', portName: '', clusterIP: '172.30.0.43', nodePort: 3003, endpoints: [ep('10.180.0.3', 80)] })],
+  },
+  'masquerade-all-terminating-fallback': {
+    cfg: { ...CFG, masqueradeAll: true },
+    ports: [sp({ namespace: 'ns10', name: 'svc10', clusterIP: '172.30.0.50',
+      endpoints: [ep('10.180.0.10', 80, { ready: false, terminating: true }), ep('10.180.0.11', 80, { ready: false })] })],
+  },
+  'etp-local-affinity-lb-node-allowed': {
+    ports: [sp({ namespace: 'ns11', name: 'svc11', clusterIP: '172.30.0.51', nodePort: 3012, externalPolicyLocal: true,
+      loadBalancerIPs: ['5.6.7.9'], loadBalancerSourceRanges: ['192.168.0.0/16', '192.168.0.0/24', '203.0.113.7'], affinityTimeoutSeconds: 30,
+      endpoints: [ep('10.180.0.12', 80, { local: true }), ep('10.180.1.12', 80)] })],
+  },
+};
+
+for (const [name, s] of Object.entries(scenarios)) {
+  test(`golden ${name}`, () => golden(name, renderFull(s.ports, s.cfg)));
+}
+
+test('transaction: adding never throws, bad input is reported, element operations are batched', () => {
+  const tx = new Transaction();
+  tx.addChain('services').addRule('services', 'ip daddr . meta l4proto . th dport vmap @service-ips');
+  tx.addElement('cluster-ips', '10.96.0.1').addElement('cluster-ips', '10.96.0.2').deleteElement('cluster-ips', '10.96.0.3');
+  tx.addElement('service-ips', '10.96.0.1 . tcp . 80', 'goto ip-internal', 'cluster-ip ns/a:http/TCP');
+  assert.equal(tx.error(), null);
+  assert.equal(tx.operations, 6);
+  assert.equal(tx.toString(), [
+    'add chain ip rudder services',
+    'add rule ip rudder services ip daddr . meta l4proto . th dport vmap @service-ips',
+    'add element ip rudder cluster-ips { 10.96.0.1, 10.96.0.2 }',
+    'delete element ip rudder cluster-ips { 10.96.0.3 }',
+    'add element ip rudder service-ips { 10.96.0.1 . tcp . 80 comment "cluster-ip ns/a:http/TCP" : goto ip-internal }',
+    '',
+  ].join('\n'));
+  tx.addRule('services', 'accept\nflush ruleset');
+  tx.addChain('9bad name');
+  tx.addElement('m', 'a', 'b', 'x'.repeat(129));
+  assert.match(tx.error() ?? '', /invalid rule/);
+  assert.equal(new Transaction().isEmpty(), true);
+  assert.equal(new Transaction('ip6', 'rudder').addTable().toString(), 'add table ip6 rudder\n');
+  assert.match(new Transaction().addElement('s', 'a, b').error() ?? '', /invalid element key/);
+});
+
+test('source ranges become disjoint canonical prefixes (interval sets refuse overlaps)', () => {
+  assert.deepEqual(disjointRanges(['10.1.2.3/8', '10.0.0.0/16', '192.168.1.1', '192.168.1.1/32', 'fd00::/64', '0.0.0.0/0', 'bad']), ['0.0.0.0/0']);
+  assert.deepEqual(disjointRanges(['10.0.0.0/16', '10.1.0.0/16', '10.0.5.0/24', '203.0.113.7']), ['10.0.0.0/16', '10.1.0.0/16', '203.0.113.7/32']);
+});
+
+test('a stale chain names its companion set or map', () => {
+  assert.deepEqual(companionOf('ip-pick-4'), pickObjects('ip', 'own', 4)[0]);
+  assert.equal(companionOf('np-cpick-2')?.name, 'np-ceps-2');
+  assert.equal(companionOf('aff-ep-abcdefghijklmnop-30')?.name, 'aff-abcdefghijklmnop-30');
+  assert.equal(companionOf('aff-ep-abcdefghijklmnop-30')?.spec, 'type ipv4_addr ; flags dynamic,timeout ; timeout 30s ;');
+  assert.equal(companionOf('services'), null);
+});
+
+// Shaped as nft 1.0.6 prints it (elements with and without comments, an affinity chain).
+const REAL_JSON = JSON.stringify({ nftables: [
+  { metainfo: { version: '1.0.6', json_schema_version: 1 } },
+  { table: { family: 'ip', name: 'rudder', handle: 7 } },
+  { map: { family: 'ip', name: 'service-ips', table: 'rudder', type: ['ipv4_addr', 'inet_proto', 'inet_service'], handle: 1, map: 'verdict', elem: [
+    [{ elem: { val: { concat: ['10.96.0.1', 'tcp', 80] }, comment: 'cluster-ip ns/web:http/TCP' } }, { goto: { target: 'ip-internal' } }],
+    [{ elem: { val: { concat: ['10.96.0.2', 'udp', 53] }, comment: 'cluster-ip kube-system/dns:dns/UDP' } }, { goto: { target: 'ip-internal' } }],
+  ] } },
+  { map: { family: 'ip', name: 'service-nodeports', table: 'rudder', handle: 2, map: 'verdict', elem: [
+    [{ elem: { val: { concat: ['tcp', 30080] }, comment: 'nodeport ns/web:http/TCP' } }, { goto: { target: 'np-external' } }],
+  ] } },
+  { map: { family: 'ip', name: 'ip-pick', table: 'rudder', handle: 3, map: 'verdict', elem: [
+    [{ concat: ['10.96.0.1', 'tcp', 80] }, { goto: { target: 'ip-pick-2' } }],
+    [{ concat: ['10.96.0.2', 'udp', 53] }, { goto: { target: 'aff-c-abcdefghijklmnop-10' } }],
+  ] } },
+  { map: { family: 'ip', name: 'np-pick', table: 'rudder', handle: 4, map: 'verdict', elem: [[{ concat: ['tcp', 30080] }, { goto: { target: 'np-pick-1' } }]] } },
+  { map: { family: 'ip', name: 'ip-eps-2', table: 'rudder', handle: 5, map: 'ipv4_addr . inet_service', elem: [
+    [{ concat: ['10.96.0.1', 'tcp', 80, 1] }, { concat: ['10.244.1.2', 8080] }],
+    [{ concat: ['10.96.0.1', 'tcp', 80, 0] }, { concat: ['10.244.1.1', 8080] }],
+  ] } },
+  { map: { family: 'ip', name: 'np-eps-1', table: 'rudder', handle: 6, map: 'ipv4_addr . inet_service', elem: [[{ concat: ['tcp', 30080, 0] }, { concat: ['10.244.1.1', 8080] }]] } },
+  { chain: { family: 'ip', table: 'rudder', name: 'aff-c-abcdefghijklmnop-10', handle: 9 } },
+  { rule: { family: 'ip', table: 'rudder', chain: 'aff-c-abcdefghijklmnop-10', handle: 10, expr: [
+    { match: { op: '==', left: { payload: { protocol: 'ip', field: 'saddr' } }, right: '@aff-x-10' } }, { goto: { target: 'aff-ep-x-10' } }] } },
+  { rule: { family: 'ip', table: 'rudder', chain: 'aff-c-abcdefghijklmnop-10', handle: 11, expr: [
+    { vmap: { key: { numgen: { mode: 'random', mod: 2, offset: 0 } }, data: { set: [[0, { goto: { target: 'aff-ep-x-10' } }], [1, { goto: { target: 'aff-ep-y-10' } }]] } } }] } },
+  { rule: { family: 'ip', table: 'rudder', chain: 'aff-ep-x-10', handle: 12, expr: [
+    { match: { op: '==', left: { meta: { key: 'l4proto' } }, right: 'udp' } }, { dnat: { addr: '10.244.1.7', port: 53 } }] } },
+  { rule: { family: 'ip', table: 'rudder', chain: 'aff-ep-y-10', handle: 13, expr: [{ dnat: { addr: '10.244.2.7', port: 53 } }] } },
+  { chain: { family: 'ip', table: 'other', name: 'not-ours', handle: 1 } },
+] });
+
+test('read-back: frontends, their backends through pick maps and affinity chains', () => {
+  assert.deepEqual(programmedFrontends(REAL_JSON), [
+    { service: 'ns/web:http/TCP', kind: 'clusterIP', address: '10.96.0.1:80', backends: ['10.244.1.1:8080', '10.244.1.2:8080'] },
+    { service: 'kube-system/dns:dns/UDP', kind: 'clusterIP', address: '10.96.0.2:53', backends: ['10.244.1.7:53', '10.244.2.7:53'] },
+    { service: 'ns/web:http/TCP', kind: 'nodePort', address: '*:30080', backends: ['10.244.1.1:8080'] },
+  ]);
+  assert.deepEqual([...parseChains(REAL_JSON)], ['aff-c-abcdefghijklmnop-10']);
+  assert.deepEqual(programmedFrontends('{"nftables": []}'), []);
+  assert.throws(() => programmedFrontends('not json'), SyntaxError);
+});

@@ -1,4 +1,5 @@
-// Synthetic services for the benchmarks: N NodePort services, 4 endpoints each on 8 nodes.
+// Synthetic services for the benchmarks: N services with 4 endpoints each on 8 nodes; the first
+// 2,000 are NodePort services (a cluster has at most 2,768 NodePorts), the rest ClusterIP.
 
 import { DEFAULT_PROXY_NAME, type ProxyConfig } from '../src/model/types.js';
 import type { EndpointSlice, Service } from '../src/source/objects.js';
@@ -14,8 +15,8 @@ function ip(first: number, i: number): string {
 
 export function benchService(i: number): Service {
   return {
-    kind: 'Service', namespace: `ns${i % 50}`, name: `svc-${i}`, type: 'NodePort', clusterIPs: [ip(10, 0x600000 + i)],
-    ports: [{ name: 'http', protocol: 'TCP', port: 80, nodePort: 30000 + (i % 2000), targetPort: 8080 }],
+    kind: 'Service', namespace: `ns${i % 50}`, name: `svc-${i}`, type: i < 2000 ? 'NodePort' : 'ClusterIP', clusterIPs: [ip(10, 0x600000 + i)],
+    ports: [{ name: 'http', protocol: 'TCP', port: 80, nodePort: i < 2000 ? 30000 + i : 0, targetPort: 8080 }],
     externalIPs: [], loadBalancerIPs: [], loadBalancerSourceRanges: [], affinityTimeoutSeconds: 0,
     externalTrafficPolicy: 'Cluster', internalTrafficPolicy: 'Cluster', healthCheckNodePort: 0, proxyName: '', trafficDistribution: '',
   };

@@ -2,7 +2,7 @@
 // service table. On SIGTERM it stops and leaves the rules in place, as kube-proxy does.
 
 import { hostname } from 'node:os';
-import { createDataPlane, DATAPLANES } from '../dataplane/index.js';
+import { cleanupOtherDataPlanes, createDataPlane, DATAPLANES } from '../dataplane/index.js';
 import type { DataPlaneName } from '../dataplane/dataplane.js';
 import { ProxyHealth } from '../observe/health.js';
 import { createLogger, type Level, type Logger } from '../observe/log.js';
@@ -117,6 +117,7 @@ export async function runAgent(s: AgentSettings, logger: Logger = createLogger({
   const dataplane = await createDataPlane(s.dataplane, { config: () => syncer.config, logger: log.child({ dataplane: s.dataplane }) });
   const syncer: Syncer = new Syncer({ tracker, dataplane, config: configFor, logger: log, metrics, health, fullSyncIntervalMs: FULL_SYNC_INTERVAL_MS });
   await dataplane.init();
+  await cleanupOtherDataPlanes(s.dataplane, { config: () => syncer.config, logger: log });
 
   const runner = new BoundedFrequencyRunner(async () => { await syncer.sync(); }, {
     minIntervalMs: s.minSyncPeriodMs,

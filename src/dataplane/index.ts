@@ -1,5 +1,5 @@
-// Picks a data plane by name. Each is loaded on demand so a node never loads code (or checks
-// tools) for data planes it does not use.
+// Picks a data plane by name. Each is loaded on demand so a node never loads code for data planes
+// it does not use (removing another plane's leftovers loads that one briefly).
 
 import type { ProxyConfig } from '../model/types.js';
 import type { Logger } from '../observe/log.js';
@@ -24,6 +24,26 @@ export async function createDataPlane(name: DataPlaneName, deps: DataPlaneDeps):
       return new NftablesDataPlane({ config: deps.config, logger: deps.logger });
     }
     case 'ebpf':
-      throw new DataPlaneError('EUNSUPPORTED', `the ${name} data plane is not built yet; use --dataplane iptables`);
+      throw new DataPlaneError('EUNSUPPORTED', `the ${name} data plane is not built yet; use --dataplane iptables or nftables`);
+  }
+}
+
+/** The data planes that are built (and so may have left rules behind). */
+export const BUILT_DATAPLANES: readonly DataPlaneName[] = ['iptables', 'nftables'];
+
+/**
+ * Removes what the other data planes left in this network namespace, as kube-proxy does when it
+ * starts in one mode after another: rules of two proxies would both match. Never throws: a plane
+ * whose tools are missing has nothing to remove, and a failure is logged.
+ */
+export async function cleanupOtherDataPlanes(active: DataPlaneName, deps: DataPlaneDeps): Promise<void> {
+  for (const name of BUILT_DATAPLANES) {
+    if (name === active) continue;
+    try {
+      const dp = await createDataPlane(name, { ...deps, logger: deps.logger.child({ leftovers: name }) });
+      await dp.cleanup();
+    } catch (e) {
+      deps.logger.warn('could not remove another data plane\'s leftovers', { dataplane: name, error: e as Error, detail: (e as DataPlaneError).detail?.slice(0, 500) });
+    }
   }
 }

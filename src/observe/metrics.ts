@@ -21,6 +21,7 @@ export class Metrics {
   readonly serviceChangesTotal: Counter;
   readonly noLocalEndpoints: Gauge<'traffic_policy'>;
   readonly restoreFailures: Counter;
+  readonly nftablesSyncFailures: Counter;
   readonly syncFailures: Counter<'dataplane'>;
   readonly servicePorts: Gauge;
   readonly endpoints: Gauge;
@@ -42,6 +43,7 @@ export class Metrics {
     this.serviceChangesTotal = new Counter({ name: 'kubeproxy_sync_proxy_rules_service_changes_total', help: 'Cumulative proxy rules Service changes', registers: r });
     this.noLocalEndpoints = new Gauge({ name: 'kubeproxy_sync_proxy_rules_no_local_endpoints_total', help: 'Number of services with a Local traffic policy and no endpoints', labelNames: ['traffic_policy'], registers: r });
     this.restoreFailures = new Counter({ name: 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total', help: 'Cumulative proxy iptables restore failures', registers: r });
+    this.nftablesSyncFailures = new Counter({ name: 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total', help: 'Cumulative proxy nftables sync failures', registers: r });
     this.syncFailures = new Counter({ name: 'rudder_sync_failures_total', help: 'Syncs whose kernel transaction failed, by data plane', labelNames: ['dataplane'], registers: r });
     this.servicePorts = new Gauge({ name: 'rudder_service_ports', help: 'Service ports in the service table', registers: r });
     this.endpoints = new Gauge({ name: 'rudder_endpoints', help: 'Endpoints reachable from this node, summed over service ports', registers: r });

@@ -85,6 +85,7 @@ export class Syncer {
       tracker.restore(pending);
       metrics?.syncFailures.inc({ dataplane: dataplane.name });
       if (dataplane.name === 'iptables') metrics?.restoreFailures.inc();
+      if (dataplane.name === 'nftables') metrics?.nftablesSyncFailures.inc();
       throw e;
     }
     this.needFull = false;

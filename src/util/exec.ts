@@ -8,6 +8,9 @@ export interface ExecResult {
   stderr: string;
 }
 
+/** The shape of exec(): data planes take one so tests can inject a fake and the lab a namespace. */
+export type ExecFn = (argv: readonly string[], opts?: ExecOptions) => Promise<ExecResult>;
+
 export interface ExecOptions {
   /** Written to the child's stdin, then stdin is closed. */
   input?: string;

@@ -3,7 +3,7 @@
 // fixtures/behaviour.yaml, and curl / UDP probes from pods, nodes and external clients that check
 // who answered and which client address the backend saw. Root only; the lab is always destroyed.
 //
-// RUDDER_TEST_DATAPLANES=iptables,nftables picks the data planes (default: iptables).
+// RUDDER_TEST_DATAPLANES=iptables picks the data planes (default: every data plane built).
 // On a failed assertion the test writes evidence (iptables-save / nft list ruleset of both nodes,
 // agent output) to a directory under the OS temp dir and names it in the error message.
 
@@ -22,7 +22,7 @@ import {
   type Sample,
 } from './fixtures/behaviour.js';
 
-const DATAPLANES_UNDER_TEST: string[] = (process.env['RUDDER_TEST_DATAPLANES'] ?? 'iptables')
+const DATAPLANES_UNDER_TEST: string[] = (process.env['RUDDER_TEST_DATAPLANES'] ?? 'iptables,nftables')
   .split(',').map((s) => s.trim()).filter((s) => s !== '');
 
 const skip = process.getuid?.() !== 0 ? 'needs root (builds network namespaces)' : false;

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { DataPlaneError } from '../../src/dataplane/dataplane.js';
 import { detectBackend } from '../../src/dataplane/iptables/backend.js';
 import { portChains } from '../../src/dataplane/iptables/chains.js';
-import { staleConntrackCommands } from '../../src/dataplane/iptables/conntrack.js';
+import { staleConntrackCommands } from '../../src/dataplane/conntrack.js';
 import { IptablesDataPlane } from '../../src/dataplane/iptables/index.js';
 import { diff } from '../../src/model/diff.js';
 import type { ServicePort, ServiceTable } from '../../src/model/types.js';

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DataPlaneError } from '../../src/dataplane/dataplane.js';
 import { expectedState } from '../../src/dataplane/fake.js';
-import { staleConntrackCommands } from '../../src/dataplane/iptables/conntrack.js';
+import { staleConntrackCommands } from '../../src/dataplane/conntrack.js';
 import { NftablesDataPlane, kernelAtLeast } from '../../src/dataplane/nftables/index.js';
 import { diff } from '../../src/model/diff.js';
 import type { ProxyConfig, ServicePort, ServiceTable } from '../../src/model/types.js';

@@ -13,12 +13,12 @@
 // (The 2020 installer used ">=" in step 3 and so chose legacy on an empty node; the wrapper has
 // defaulted to nft since, and so does Rudder.) Errors of the save tools count as empty output.
 
-import type { ExecOptions, ExecResult } from '../../util/exec.js';
+import type { ExecFn } from '../../util/exec.js';
 import type { Logger } from '../../observe/log.js';
 
 export type IptablesBackend = 'legacy' | 'nft';
 
-export type ExecFn = (argv: readonly string[], opts?: ExecOptions) => Promise<ExecResult>;
+export type { ExecFn };
 
 export interface BackendTools {
   restore: string;

@@ -11,7 +11,7 @@ import type { ApplyResult, ProgrammedFrontend } from '../dataplane.js';
 import type { BackendTools, ExecFn, IptablesBackend } from './backend.js';
 import { JUMP_RULES, KUBE_SERVICES, isServiceChainName } from './chains.js';
 import { planCleanup } from './cleanup.js';
-import { NO_FLOWS_DELETED, staleConntrackCommands } from './conntrack.js';
+import { clearStaleConntrack } from '../conntrack.js';
 import { clusterIPRejectArgs, ownedChains, render, renderConfig, renderOwnChains, renderServicePort, sameRules, topLevelRules } from './render.js';
 import type { RenderConfig } from './render.js';
 import { hasJump, parseSave, programmedFrontends } from './save.js';
@@ -22,7 +22,6 @@ const DISCARD_TX = new DiscardTransaction();
 
 /** kube-proxy's restore flags: wait up to 5 s for the xtables lock, keep other chains, keep counters. */
 const RESTORE_FLAGS = ['-w', '5', '--noflush', '--counters'];
-const CONNTRACK_PARALLEL = 4;
 /**
  * iptables-nft-restore (1.8.9) with --noflush slows down quadratically with the number of chains
  * created in one transaction (10,000 services: minutes), while adding chains to a large existing
@@ -235,27 +234,9 @@ export class FamilyTables {
     }
   }
 
-  /** Best effort, after the rules are in place: failures are logged, never thrown. */
   private async clearStaleConntrack(changes: readonly Change[]): Promise<void> {
     if (this.conntrackMissing) return;
-    const queue = staleConntrackCommands(changes, this.family);
-    if (queue.length === 0) return;
-    this.logger.debug('clearing stale UDP conntrack entries', { commands: queue.length });
-    const worker = async (): Promise<void> => {
-      for (let argv = queue.shift(); argv !== undefined && !this.conntrackMissing; argv = queue.shift()) {
-        try {
-          const r = await this.exec(argv, { timeoutMs: 10_000 });
-          const out = r.stdout + r.stderr;
-          if (r.code !== 0 && !out.includes(NO_FLOWS_DELETED)) {
-            this.logger.warn('conntrack failed: stale UDP entries may remain', { argv: argv.join(' '), code: r.code, stderr: r.stderr.trim() });
-          }
-        } catch (e) {
-          this.conntrackMissing = true;
-          this.logger.warn('conntrack cannot run: stale UDP entries will not be cleared', { error: e as Error });
-        }
-      }
-    };
-    await Promise.all(Array.from({ length: CONNTRACK_PARALLEL }, worker));
+    this.conntrackMissing = !(await clearStaleConntrack(this.exec, this.logger, changes, this.family));
   }
 
   /** Frontends and backends as the nat table has them. Throws DataPlaneError EREAD. */

@@ -66,8 +66,8 @@ import type { Logger } from '../../observe/log.js';
 import { exec as defaultExec } from '../../util/exec.js';
 import { DataPlaneError } from '../dataplane.js';
 import type { ApplyOptions, ApplyResult, DataPlane, ProgrammedFrontend } from '../dataplane.js';
-import { clearStaleConntrack } from './conntrack.js';
-import type { ExecFn } from './conntrack.js';
+import { clearStaleConntrack } from '../conntrack.js';
+import type { ExecFn } from '../../util/exec.js';
 import { FAMILY, TABLE, nftConfig } from './layout.js';
 import type { NftConfig } from './layout.js';
 import { deleteChainsTransaction, deltaTransaction, fullTransaction } from './plan.js';
@@ -76,7 +76,7 @@ import { TableState } from './state.js';
 import type { PortUpdate } from './state.js';
 import { Transaction } from './transaction.js';
 
-export type { ExecFn } from './conntrack.js';
+export type { ExecFn } from '../../util/exec.js';
 
 export interface NftablesDataPlaneOptions {
   /** The node config, or a getter read at each sync (it follows the Node object). */

@@ -9,9 +9,12 @@
 //   - a UDP service port got its first usable endpoint (or appeared with one): `-D --orig-dst <vip> -p udp`
 //     for each VIP, `-D -p udp --dport <nodePort>`;
 //   - a UDP service port was removed: its VIPs and NodePort, as above.
-// Pure: this file only computes the commands; the data plane runs them.
+// The commands are computed purely (staleConntrackCommands); clearStaleConntrack runs them. Both
+// netfilter data planes use this: the rules are kube-proxy's, whatever programs the kernel.
 
-import type { Change, ServicePort } from '../../model/types.js';
+import type { Change, ServicePort } from '../model/types.js';
+import type { Logger } from '../observe/log.js';
+import type { ExecFn } from '../util/exec.js';
 
 /** conntrack's message when nothing matched; with it a non-zero exit is not an error. */
 export const NO_FLOWS_DELETED = '0 flow entries have been deleted';
@@ -81,4 +84,33 @@ export function staleConntrackCommands(changes: readonly Change[], family: 4 | 6
     seen.add(key);
     return true;
   });
+}
+
+const PARALLEL = 4;
+
+/**
+ * Runs the conntrack commands for one family's changes, after their sync landed. Best effort:
+ * failures are logged, never thrown. Returns false once conntrack cannot run at all (the caller
+ * then stops trying).
+ */
+export async function clearStaleConntrack(exec: ExecFn, logger: Logger, changes: readonly Change[], family: 4 | 6 = 4): Promise<boolean> {
+  const queue = staleConntrackCommands(changes, family);
+  if (queue.length === 0) return true;
+  logger.debug('clearing stale UDP conntrack entries', { commands: queue.length });
+  let usable = true;
+  const worker = async (): Promise<void> => {
+    for (let argv = queue.shift(); argv !== undefined && usable; argv = queue.shift()) {
+      try {
+        const r = await exec(argv, { timeoutMs: 10_000 });
+        if (r.code !== 0 && !(r.stdout + r.stderr).includes(NO_FLOWS_DELETED)) {
+          logger.warn('conntrack failed: stale UDP entries may remain', { argv: argv.join(' '), code: r.code, stderr: r.stderr.trim() });
+        }
+      } catch (e) {
+        usable = false;
+        logger.warn('conntrack cannot run: stale UDP entries will not be cleared', { error: e as Error });
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: PARALLEL }, worker));
+  return usable;
 }

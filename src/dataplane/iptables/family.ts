@@ -71,15 +71,22 @@ export class FamilyTables {
    * service ports and was never programmed is left alone.
    */
   async apply(changes: readonly Change[], table: ServiceTable, node: ProxyConfig, requestFull: boolean): Promise<ApplyResult> {
-    const ports = this.portsOf(table);
-    if (!this.active && ports.length === 0) return { written: 0, bytes: 0 };
+    if (!this.active && changes.length === 0 && !requestFull) return { written: 0, bytes: 0 };
     const cfg = this.renderSettings(node);
     const cfgChanged = this.applied !== undefined && JSON.stringify(this.applied) !== JSON.stringify(cfg);
     const full = requestFull || this.needFull || cfgChanged;
-    if (!requestFull && full) {
-      this.logger.info('partial sync requested, doing a full sync', { reason: cfgChanged ? 'node config changed' : 'the last sync failed or none was done' });
+    if (!requestFull && full && this.active) {
+      this.logger.info('partial sync requested, doing a full sync', { reason: cfgChanged ? 'node config changed' : 'the last sync failed' });
     }
-    const result = full ? await this.applyFull(ports, cfg) : await this.applyPartial(changes, cfg);
+    let result: ApplyResult;
+    if (full) {
+      // Only full syncs look at the whole table: a partial one costs what its changes cost.
+      const ports = this.portsOf(table);
+      if (!this.active && ports.length === 0) return { written: 0, bytes: 0 };
+      result = await this.applyFull(ports, cfg);
+    } else {
+      result = await this.applyPartial(changes, cfg);
+    }
     this.applied = cfg;
     this.needFull = false;
     this.active = true;

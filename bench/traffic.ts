@@ -1,0 +1,343 @@
+// The traffic benchmark behind `rudder bench`: one lab, an HTTP server in pod-2a (node-2), and wrk
+// with one TCP connection per request from pod-1b (node-1) and from the external client, straight
+// to the pod IP (no data plane loaded at all: the baseline), through the ClusterIP and through a
+// NodePort on node-1 for every data plane and service count asked for. Configurations are
+// interleaved within each round (A B C A B C ...) because these machines drift; conntrack is
+// flushed in the node namespaces before every sample. Everything happens inside lab namespaces;
+// the lab is destroyed at the end, on failure and on signals.
+
+import { availableParallelism, cpus, loadavg, release } from 'node:os';
+import { RUDDER_BIN, startAgent, type LabAgent } from '../src/lab/agents.js';
+import { Lab, defaultTopology, type Topology } from '../src/lab/index.js';
+import { findProgram } from '../src/lab/probes.js';
+import { assertLabDestination } from '../src/lab/topology.js';
+import { createLogger, type Logger } from '../src/observe/log.js';
+import { manifestDir, type BenchTarget } from './traffic-manifests.js';
+import { renderTable, summarize, type BenchConfig, type Row, type Sample } from './traffic-report.js';
+import { startBenchServer, type BenchServer } from './traffic-server.js';
+import { parseWrk, wrkArgv } from './traffic-wrk.js';
+
+export interface TrafficBenchOptions {
+  dataplanes: string[];
+  /** Services in the table (the target included), one data plane state per count. */
+  services: number[];
+  durationSec: number;
+  connections: number;
+  threads: number;
+  rounds: number;
+  /** Use nginx as the server when it is installed (else the lab's Node.js pod server). */
+  preferNginx: boolean;
+  /** The command line as typed, printed with the results. */
+  command: string;
+  /** Progress lines (stderr in the CLI). */
+  progress: (line: string) => void;
+  logger?: Logger;
+}
+
+export interface MachineFacts {
+  nproc: number;
+  cpu: string;
+  kernel: string;
+  node: string;
+  wrk: string;
+  iptables: string;
+  loadBefore: number[];
+  loadAfter: number[];
+}
+
+export interface AgentStart {
+  dataplane: string;
+  services: number;
+  /** Seconds from starting both agents to both answering /healthz (first full sync done), per round. */
+  seconds: number[];
+  /** Seconds `rudder cleanup` took on both nodes when leaving the state, per round (when it ran). */
+  cleanupSeconds: number[];
+}
+
+export interface TrafficBenchResult {
+  command: string;
+  machine: MachineFacts;
+  settings: {
+    durationSec: number; connections: number; threads: number; rounds: number;
+    dataplanes: string[]; services: number[]; conntrackTimeWaitSec: number | null;
+  };
+  server: string;
+  target: BenchTarget;
+  labRun: string;
+  rows: Row[];
+  agentStarts: AgentStart[];
+  notes: string[];
+  manifestGenerationMs: Record<string, number>;
+  elapsedSec: number;
+}
+
+// Roles of the default topology the benchmark uses.
+const SERVER_POD = 'pod-2a';
+const CLIENT_POD = 'pod-1b';
+const EXTERNAL = 'client';
+const INGRESS_NODE = 'node-1';
+const SERVER_PORT = 8080;
+/**
+ * conntrack TIME_WAIT timeout in the node namespaces during the run. nf_conntrack_max is one
+ * machine-wide limit (262,144 here): 20k connections/s for 5 s in two node namespaces at the
+ * default 120 s would fill most of it and drop other labs' packets.
+ */
+const CONNTRACK_TIME_WAIT_SEC = 2;
+
+type State = { dataplane: null } | { dataplane: string; services: number };
+
+function stateName(s: State): string {
+  return s.dataplane === null ? 'no data plane' : `${s.dataplane}, ${s.services.toLocaleString('en-US')} service${s.services === 1 ? '' : 's'}`;
+}
+
+function benchTarget(topo: Topology): BenchTarget {
+  const pod = topo.pods.find((p) => p.name === SERVER_POD);
+  if (pod === undefined) throw new Error(`the topology has no ${SERVER_POD}`);
+  return { namespace: 'zz-bench', name: 'target', clusterIP: '10.96.0.10', port: 80, nodePort: 30080, endpointIP: pod.ip, endpointNode: pod.node, targetPort: SERVER_PORT };
+}
+
+/** The configurations in table order: pod paths first, then the external client's. */
+function configurations(lab: Lab, t: BenchTarget, o: TrafficBenchOptions): BenchConfig[] {
+  const podURL = `http://${t.endpointIP}:${t.targetPort}/`;
+  const pod: BenchConfig[] = [{ id: 'direct/pod', kind: 'pod', via: 'direct', label: `${CLIENT_POD} -> ${SERVER_POD} pod IP (direct)`, dataplane: null, services: null, from: CLIENT_POD, url: podURL }];
+  const ext: BenchConfig[] = [{ id: 'direct/external', kind: 'external', via: 'direct', label: `${EXTERNAL} -> ${SERVER_POD} pod IP via ${INGRESS_NODE} (direct)`, dataplane: null, services: null, from: EXTERNAL, url: podURL }];
+  for (const dp of o.dataplanes) {
+    for (const n of o.services) {
+      pod.push({ id: `clusterip/${dp}/${n}`, kind: 'pod', via: 'clusterip', label: `${CLIENT_POD} -> ClusterIP`, dataplane: dp, services: n, from: CLIENT_POD, url: `http://${t.clusterIP}:${t.port}/` });
+      ext.push({ id: `nodeport/${dp}/${n}`, kind: 'external', via: 'nodeport', label: `${EXTERNAL} -> NodePort on ${INGRESS_NODE} (eTP Cluster)`, dataplane: dp, services: n, from: EXTERNAL, url: `http://${lab.ip(INGRESS_NODE)}:${t.nodePort}/` });
+    }
+  }
+  return [...pod, ...ext];
+}
+
+function inState(c: BenchConfig, s: State): boolean {
+  return s.dataplane === null ? c.dataplane === null : c.dataplane === s.dataplane && c.services === s.services;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const secondsSince = (t0: number): number => (Date.now() - t0) / 1000;
+
+async function httpStatus(lab: Lab, from: string, url: string): Promise<string> {
+  const r = await lab.exec(from, ['curl', '-s', '-o', '/dev/null', '--max-time', '2', '-w', '%{http_code}', url], { timeoutMs: 10_000 });
+  return r.stdout.trim() === '200' ? '200' : `curl exit ${r.code}, HTTP ${r.stdout.trim() || '-'}`;
+}
+
+/** Waits until a configuration's URL answers 200 from its source. Throws Error naming the path. */
+async function checkPath(lab: Lab, c: BenchConfig, s: State): Promise<void> {
+  let last = '';
+  for (let i = 0; i < 20; i++) {
+    last = await httpStatus(lab, c.from, c.url);
+    if (last === '200') return;
+    await sleep(250);
+  }
+  throw new Error(`${c.label} (${c.url}) with ${stateName(s)} does not answer: ${last}`);
+}
+
+async function machineFacts(lab: Lab): Promise<MachineFacts> {
+  const wrk = await lab.exec(CLIENT_POD, ['wrk', '-v']);
+  const ipt = await lab.exec(INGRESS_NODE, ['iptables', '--version']);
+  return {
+    nproc: availableParallelism(),
+    cpu: cpus()[0]?.model.trim() ?? '?',
+    kernel: release(),
+    node: process.version,
+    wrk: /wrk\s+(\S+)/.exec(wrk.stdout + wrk.stderr)?.[1] ?? '?',
+    iptables: ipt.stdout.trim() || '?',
+    loadBefore: loadavg(),
+    loadAfter: [],
+  };
+}
+
+/** Runs the benchmark. Throws on any failure (a path that does not answer, wrk failing, an agent not healthy). */
+export async function runTrafficBench(o: TrafficBenchOptions): Promise<TrafficBenchResult> {
+  const started = Date.now();
+  const logger = o.logger ?? createLogger({ level: 'warn' });
+  const topo = defaultTopology();
+  const target = benchTarget(topo);
+  const dir = manifestDir();
+  // The lab removes itself on exit and signals (lab.ts); this removes the manifests.
+  const onExit = (): void => dir.remove();
+  const onSignal = (sig: NodeJS.Signals): void => { process.exit(sig === 'SIGINT' ? 130 : 143); };
+  process.on('exit', onExit);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  let lab: Lab | null = null;
+  let server: BenchServer | null = null;
+  let agents: LabAgent[] = [];
+  try {
+    const manifests = new Map<number, string>();
+    const generationMs: Record<string, number> = {};
+    if (o.dataplanes.length > 0) {
+      for (const n of o.services) {
+        const t0 = performance.now();
+        manifests.set(n, dir.write(topo, n, target));
+        generationMs[String(n)] = Math.round((performance.now() - t0) * 10) / 10;
+      }
+      o.progress(`manifests: ${o.services.map((n) => `${n.toLocaleString('en-US')} service${n === 1 ? '' : 's'} in ${generationMs[String(n)]} ms`).join(', ')} (${dir.dir})`);
+    }
+
+    o.progress('building the lab (2 nodes, 4 pods, 1 external client)');
+    const l = await Lab.create(topo, { logger });
+    lab = l;
+    o.progress(`lab run ${l.runId} is up (namespaces ${l.ns(INGRESS_NODE).replace(INGRESS_NODE, '*')})`);
+    const nodes = topo.nodes.map((n) => n.name);
+    const machine = await machineFacts(l);
+    const notes: string[] = [];
+
+    for (const role of [CLIENT_POD, EXTERNAL]) await l.execOk(role, ['sysctl', '-q', '-w', 'net.ipv4.ip_local_port_range=1024 65535']);
+    // No TIME_WAIT sockets in the server pod. Back-to-back samples reuse the same 4-tuples (the
+    // ClusterIP path keeps the pod's source, NodePort SNATs to node-1): a SYN meeting the last
+    // sample's TIME_WAIT is PAWS-rejected and retried a second later, which measured 5-8x fewer
+    // req/s for whichever configuration came next, whatever its data plane.
+    await l.execOk(SERVER_POD, ['sysctl', '-q', '-w', 'net.ipv4.tcp_max_tw_buckets=0']);
+    let timeWait: number | null = CONNTRACK_TIME_WAIT_SEC;
+    for (const n of nodes) {
+      const r = await l.exec(n, ['sysctl', '-q', '-w', `net.netfilter.nf_conntrack_tcp_timeout_time_wait=${CONNTRACK_TIME_WAIT_SEC}`]);
+      if (r.code !== 0) timeWait = null;
+    }
+    if (timeWait === null) notes.push('could not shorten the conntrack TIME_WAIT timeout in the node namespaces: kernel default used');
+    // The external client reaches the pod directly through node-1, the NodePort's forward path.
+    await l.setRoute(EXTERNAL, topo.nodes.find((n) => n.name === target.endpointNode)!.podCIDR, l.ip(INGRESS_NODE));
+
+    server = await startBenchServer(l, { pod: SERVER_POD, port: SERVER_PORT, probeFrom: CLIENT_POD, workDir: dir.dir, preferNginx: o.preferNginx });
+    o.progress(`server: ${server.kind} in ${SERVER_POD} ${target.endpointIP}:${SERVER_PORT}`);
+
+    const configs = configurations(l, target, o);
+    for (const c of configs) assertLabDestination(topo, new URL(c.url).hostname);
+    const states: State[] = [{ dataplane: null }, ...o.dataplanes.flatMap((dp) => o.services.map((services): State => ({ dataplane: dp, services })))];
+    const starts = new Map<string, AgentStart>();
+    const startRecord = (dp: string, n: number): AgentStart => {
+      const k = `${dp}/${n}`;
+      let a = starts.get(k);
+      if (a === undefined) starts.set(k, a = { dataplane: dp, services: n, seconds: [], cleanupSeconds: [] });
+      return a;
+    };
+    const samples = new Map<string, Sample[]>();
+    const haveConntrack = findProgram('conntrack') !== null;
+    const haveNft = findProgram('nft') !== null;
+    let current: State = { dataplane: null };
+
+    const leave = async (s: State): Promise<void> => {
+      await Promise.all(agents.map((a) => a.stop()));
+      agents = [];
+      if (s.dataplane === null) return;
+      const dp = s.dataplane;
+      const t0 = Date.now();
+      await Promise.all(nodes.map(async (n) => {
+        const r = await l.exec(n, [process.execPath, RUDDER_BIN, 'cleanup', '--dataplane', dp], { timeoutMs: 600_000 });
+        if (r.code !== 0) throw new Error(`rudder cleanup --dataplane ${dp} on ${n} failed (exit ${r.code}): ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
+      }));
+      startRecord(dp, s.services).cleanupSeconds.push(secondsSince(t0));
+      // Back to a pristine namespace: the built-in tables the data plane created stay registered
+      // after cleanup and keep nf_conntrack in the path, which the direct baseline must not pay.
+      if (haveNft) for (const n of nodes) await l.execOk(n, ['nft', 'flush', 'ruleset']);
+    };
+
+    const enter = async (s: State): Promise<void> => {
+      if (s.dataplane === null) return;
+      const dp = s.dataplane;
+      const file = manifests.get(s.services)!;
+      const t0 = Date.now();
+      const readyTimeoutMs = 60_000 + s.services * 25;
+      const results = await Promise.allSettled(nodes.map((n) => startAgent(l, n, { dataplane: dp, manifests: [file], clusterCIDR: topo.clusterCIDR, extraArgs: ['--sync-period', '1h'], readyTimeoutMs })));
+      agents = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed !== undefined) throw failed.reason;
+      startRecord(dp, s.services).seconds.push(secondsSince(t0));
+      // Which iptables backend the agent chose (agents of other planes log it too, when they
+      // remove iptables leftovers at start: only the iptables plane's own choice is noted).
+      for (const line of dp === 'iptables' ? agents[0]!.proc.output() : []) {
+        const m = /iptables backend selected.*?backend=(\S+)/.exec(line);
+        const note = m === null ? null : `${dp}: ${m[1]} backend (auto-detected by the agent)`;
+        if (note !== null && !notes.includes(note)) notes.push(note);
+      }
+    };
+
+    const sample = async (c: BenchConfig, round: number): Promise<void> => {
+      if (haveConntrack) await Promise.all(nodes.map((n) => l.exec(n, ['conntrack', '-F'])));
+      await sleep(300);
+      const argv = wrkArgv({ url: c.url, threads: o.threads, connections: o.connections, durationSec: o.durationSec, timeoutSec: 2 });
+      const r = await l.exec(c.from, argv, { timeoutMs: (o.durationSec + 30) * 1000 });
+      if (r.code !== 0) throw new Error(`wrk in ${c.from} failed (exit ${r.code}): ${(r.stderr || r.stdout).trim().slice(0, 300)}`);
+      const w = parseWrk(r.stdout);
+      const s: Sample = { round, reqPerSec: w.reqPerSec, requests: w.requests, p50Ms: w.p50Ms, p99Ms: w.p99Ms, errors: w.errors, errorDetail: w.errorDetail };
+      samples.set(c.id, [...(samples.get(c.id) ?? []), s]);
+      o.progress(`  ${c.label}: ${Math.round(w.reqPerSec).toLocaleString('en-US')} req/s, p50 ${w.p50Ms.toFixed(2)} ms, p99 ${w.p99Ms.toFixed(2)} ms${w.errors > 0 ? `, errors: ${w.errorDetail}` : ''}`);
+    };
+
+    for (let round = 1; round <= o.rounds; round++) {
+      for (const s of states) {
+        await leave(current);
+        current = { dataplane: null };
+        o.progress(`[round ${round}/${o.rounds}] ${stateName(s)}${s.dataplane === null ? '' : ': starting agents on every node'}`);
+        await enter(s);
+        current = s;
+        const mine = configs.filter((c) => inState(c, s));
+        for (const c of mine) await checkPath(l, c, s);
+        for (const c of mine) await sample(c, round);
+      }
+    }
+
+    machine.loadAfter = loadavg();
+    return {
+      command: o.command,
+      machine,
+      settings: {
+        durationSec: o.durationSec, connections: o.connections, threads: o.threads, rounds: o.rounds,
+        dataplanes: o.dataplanes, services: o.services, conntrackTimeWaitSec: timeWait,
+      },
+      server: `${server.kind} in ${SERVER_POD} (${target.endpointIP}:${SERVER_PORT}, on ${target.endpointNode})`,
+      target,
+      labRun: l.runId,
+      rows: summarize(configs, samples),
+      agentStarts: [...starts.values()],
+      notes,
+      manifestGenerationMs: generationMs,
+      elapsedSec: Math.round(secondsSince(started)),
+    };
+  } finally {
+    // Agents and the server die with the lab's namespaces; stopping them first keeps the exit quiet.
+    await Promise.all(agents.map((a) => a.stop().catch(() => {})));
+    await server?.stop().catch(() => {});
+    await lab?.destroy();
+    dir.remove();
+    process.off('exit', onExit);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+function minutes(sec: number): string {
+  return sec < 60 ? `${sec} s` : `${Math.floor(sec / 60)} min ${sec % 60} s`;
+}
+
+const load = (l: number[]): string => l.map((x) => x.toFixed(2)).join(' ');
+
+/** The report: command, machine facts, method, the table, agent start times, notes. */
+export function renderReport(r: TrafficBenchResult): string {
+  const m = r.machine;
+  const s = r.settings;
+  const median = (xs: number[]): string => (xs.length === 0 ? '-' : `${[...xs].sort((a, b) => a - b)[xs.length >> 1]!.toFixed(1)} s`);
+  const out = [
+    '## rudder bench: short-connection HTTP through the data planes',
+    '',
+    `command: \`${r.command}\``,
+    `machine: ${m.nproc} CPUs (${m.cpu}), Linux ${m.kernel}, Node.js ${m.node}, wrk ${m.wrk}, ${m.iptables}; load average ${load(m.loadBefore)} before, ${load(m.loadAfter)} after`,
+    `method: \`${wrkArgv({ url: 'URL', threads: s.threads, connections: s.connections, durationSec: s.durationSec, timeoutSec: 2 }).join(' ').replace('Connection: close', "'Connection: close'")}\` (one TCP connection per request); `
+      + `${s.rounds} round${s.rounds === 1 ? '' : 's'}, configurations interleaved in each; medians over the rounds; conntrack flushed in the node namespaces before every sample`
+      + `${s.conntrackTimeWaitSec === null ? '' : ` (TIME_WAIT timeout ${s.conntrackTimeWaitSec} s there)`}; ip_local_port_range 1024-65535 where wrk runs; no TIME_WAIT sockets kept in the server pod (tcp_max_tw_buckets=0)`,
+    `server: ${r.server}; wrk in ${CLIENT_POD} (node-1) and in the external client; direct rows run with no data plane loaded (no conntrack)`,
+    `target: ${r.target.namespace}/${r.target.name} ClusterIP ${r.target.clusterIP}:${r.target.port}, NodePort ${r.target.nodePort}, one endpoint; "services" counts every service in the table, the target last in rule order (the others: ClusterIP, 4 endpoints each)`,
+    '',
+    renderTable(r.rows),
+  ];
+  if (r.agentStarts.length > 0) {
+    out.push(`agent start to healthy, both nodes in parallel (median): ${r.agentStarts.map((a) => `${a.dataplane} ${a.services.toLocaleString('en-US')}: ${median(a.seconds)}`).join(', ')}`);
+    const cleanups = r.agentStarts.filter((a) => a.cleanupSeconds.length > 0);
+    if (cleanups.length > 0) out.push(`rudder cleanup, both nodes in parallel (median): ${cleanups.map((a) => `${a.dataplane} ${a.services.toLocaleString('en-US')}: ${median(a.cleanupSeconds)}`).join(', ')}`);
+  }
+  for (const n of r.notes) out.push(`note: ${n}`);
+  out.push(`lab run ${r.labRun}; took ${minutes(r.elapsedSec)}`);
+  return out.join('\n') + '\n';
+}

@@ -9,7 +9,7 @@ import { UsageError, flagAll, flagBool, flagOne, parseArgs, renderHelp, type Fla
 import { PROXY_FLAGS, configFlags } from './config.js';
 import { loadTable } from './load.js';
 import { programmedServices, renderServiceRows, serviceRows } from './services.js';
-import { TRACE_FLAGS, packetFlags, traceJSON, traceText } from './trace.js';
+import { TRACE_FLAGS, packetFlags, traceAgent, traceJSON, traceText } from './trace.js';
 import { AGENT_FLAGS, agentSettings, runAgent } from './agent.js';
 import { ConfigError } from './agent-config.js';
 import { createDataPlane, DATAPLANES } from '../dataplane/index.js';
@@ -107,12 +107,19 @@ const commands: Record<string, Command> = {
   async trace(argv) {
     const specs = { ...PROXY_FLAGS, ...TRACE_FLAGS, ...HELP_FLAG };
     const p = parseArgs(argv, specs);
-    if (flagBool(p, 'help')) return out(renderHelp('Usage: rudder trace -f MANIFESTS --src IP --dst IP --port N [--proto tcp|udp|sctp] [flags]', specs)), EXIT.ok;
+    if (flagBool(p, 'help')) return out(renderHelp('Usage: rudder trace (-f MANIFESTS | --agent HOST:PORT) --src IP --dst IP --port N [--proto tcp|udp|sctp] [flags]', specs)), EXIT.ok;
     const files = [...flagAll(p, 'file'), ...p.positional];
-    if (files.length === 0) throw new UsageError('trace needs manifests: -f PATH');
+    const agent = flagOne(p, 'agent');
+    if (files.length === 0 && agent === undefined) throw new UsageError('trace needs manifests (-f PATH) or a running agent (--agent 127.0.0.1:10249)');
+    if (files.length > 0 && agent !== undefined) throw new UsageError('give either manifests (-f) or --agent, not both');
     const pkt = packetFlags(p);
-    const { table, config } = loadTable(files, configFlags(p, hostname()), createLogger());
-    const r = trace(table, config, pkt);
+    let r;
+    if (agent !== undefined) {
+      r = await traceAgent(agent, pkt);
+    } else {
+      const { table, config } = loadTable(files, configFlags(p, hostname()), createLogger());
+      r = trace(table, config, pkt);
+    }
     out(flagBool(p, 'json') ? traceJSON(r) : traceText(pkt, r));
     return EXIT.ok;
   },

@@ -57,6 +57,13 @@ test('agent under nsenter: healthy after the first sync, rules survive SIGTERM, 
     assert.match(stderr, /rudder agent starting/);
     assert.match(stderr, /iptables backend/);
 
+    const traced = await lab.execOk('node-1', [process.execPath, RUDDER_BIN, 'trace', '--agent', '127.0.0.1:10249',
+      '--src', '10.244.1.11', '--dst', '10.96.0.10', '--port', '80', '--json']);
+    const verdict = JSON.parse(traced.stdout) as { verdict: string; backends: string[] };
+    assert.deepEqual([verdict.verdict, verdict.backends], ['forward', ['10.244.1.10:8080', '10.244.2.10:8080', '10.244.2.11:8080']], 'trace --agent answers from the live table');
+    const services = await lab.execOk('node-1', [process.execPath, RUDDER_BIN, 'services', '--agent', '127.0.0.1:10249']);
+    assert.match(services.stdout, /^demo\/web:http\/TCP\s+10\.96\.0\.10:80\/TCP\s+ClusterIP\s+10\.244\.1\.10:8080$/m, 'services --agent reads the kernel back');
+
     const programmed = await kubeChains('node-1');
     assert.ok(programmed.includes('nat KUBE-SERVICES') && programmed.some((c) => c.startsWith('nat KUBE-SVC-')), programmed.join('\n'));
 

@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 # Kernel tools the data planes drive (the container image installs the same list)...
 packages=(iptables nftables conntrack iproute2)
-# ...and what the lab, the tests and the benchmark use (setpriv is in util-linux).
-lab_packages=(iputils-ping util-linux curl wrk)
+# ...and what the lab, the tests and the benchmark use (setpriv is in util-linux; nginx serves
+# the benchmark's target pod, started by the benchmark inside a lab namespace only).
+lab_packages=(iputils-ping util-linux curl wrk nginx-light)
 missing=()
 for p in "${packages[@]}" "${lab_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -20,6 +21,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # No package may start a daemon in the machine's own namespace (nginx's would listen on :80).
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 

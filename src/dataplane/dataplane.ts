@@ -1,7 +1,9 @@
 // The contract every data plane implements. The sync loop hands each one the same typed changes
 // and the table they produced; a data plane turns them into one kernel transaction.
 
-import type { Change, ServiceTable } from '../model/types.js';
+import type { Change, ProxyConfig, ServiceTable } from '../model/types.js';
+import type { Logger } from '../observe/log.js';
+import type { ExecFn } from '../util/exec.js';
 
 export type DataPlaneName = 'iptables' | 'nftables' | 'ebpf';
 
@@ -55,4 +57,15 @@ export class DataPlaneError extends Error {
     super(message);
     this.name = 'DataPlaneError';
   }
+}
+
+/** What every data plane that drives a kernel tool is built from. */
+export interface KernelToolOptions {
+  /** The node config, or a getter read at each sync (it follows the Node object). */
+  config: ProxyConfig | (() => ProxyConfig);
+  logger: Logger;
+  /** Runs a program (default: util/exec). Tests inject a fake; the lab wraps it in `ip netns exec`. */
+  exec?: ExecFn;
+  /** Bit of the packet mark that requests masquerade; default 14 (0x4000), as kube-proxy. */
+  masqueradeBit?: number;
 }

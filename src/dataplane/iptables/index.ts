@@ -21,23 +21,16 @@ import type { IPFamily } from '../../source/objects.js';
 import type { Logger } from '../../observe/log.js';
 import { exec as defaultExec } from '../../util/exec.js';
 import { DataPlaneError } from '../dataplane.js';
-import type { ApplyOptions, ApplyResult, DataPlane, ProgrammedFrontend } from '../dataplane.js';
+import type { ApplyOptions, ApplyResult, DataPlane, KernelToolOptions, ProgrammedFrontend } from '../dataplane.js';
 import { detectBackend, toolsFor } from './backend.js';
 import type { ExecFn, IptablesBackend } from './backend.js';
 import { FamilyTables } from './family.js';
 
 export type { IptablesBackend } from './backend.js';
 
-export interface IptablesDataPlaneOptions {
-  /** The node config, or a getter read at each sync (it follows the Node object). */
-  config: ProxyConfig | (() => ProxyConfig);
-  logger: Logger;
-  /** Runs a program (default: util/exec). Tests inject a fake; the lab wraps it in `ip netns exec`. */
-  exec?: ExecFn;
+export interface IptablesDataPlaneOptions extends KernelToolOptions {
   /** Default: detected as kubernetes-sigs/iptables-wrappers does (see backend.ts). */
   backend?: IptablesBackend;
-  /** Bit of the packet mark that requests masquerade; default 14 (0x4000), as kube-proxy. */
-  masqueradeBit?: number;
 }
 
 export class IptablesDataPlane implements DataPlane {

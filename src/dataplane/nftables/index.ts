@@ -65,7 +65,7 @@ import type { Change, ProxyConfig, ServicePort, ServiceTable } from '../../model
 import type { Logger } from '../../observe/log.js';
 import { exec as defaultExec } from '../../util/exec.js';
 import { DataPlaneError } from '../dataplane.js';
-import type { ApplyOptions, ApplyResult, DataPlane, ProgrammedFrontend } from '../dataplane.js';
+import type { ApplyOptions, ApplyResult, DataPlane, KernelToolOptions, ProgrammedFrontend } from '../dataplane.js';
 import { clearStaleConntrack } from '../conntrack.js';
 import type { ExecFn } from '../../util/exec.js';
 import { FAMILY, TABLE, nftConfig } from './layout.js';
@@ -78,14 +78,7 @@ import { Transaction } from './transaction.js';
 
 export type { ExecFn } from '../../util/exec.js';
 
-export interface NftablesDataPlaneOptions {
-  /** The node config, or a getter read at each sync (it follows the Node object). */
-  config: ProxyConfig | (() => ProxyConfig);
-  logger: Logger;
-  /** Runs a program (default: util/exec). Tests inject a fake; the lab wraps it in `ip netns exec`. */
-  exec?: ExecFn;
-  /** Bit of the packet mark that requests masquerade; default 14 (0x4000), as kube-proxy. */
-  masqueradeBit?: number;
+export interface NftablesDataPlaneOptions extends KernelToolOptions {
   /** Delete unused chains in the same transaction (default: when the kernel is 6.2 or later). */
   deleteChainsAtOnce?: boolean;
   /** Clock for the delayed deletion of unused chains (tests). */

@@ -43,7 +43,7 @@
 // then an external IP, then an LB IP, then the lowest port id (kube-proxy's maps would refuse
 // the duplicate element and fail the whole sync).
 //
-// Measured (bench/dataplane-nftables.ts, 4 endpoints per service, 2-core dev machine): a full
+// Measured (bench/dataplane.ts, 4 endpoints per service, 2-core dev machine): a full
 // sync of 10,000 services in ~1.5-1.8 s (1,000: ~0.3-0.4 s), one endpoint change ~20 ms end to end
 // at both sizes (Rudder's share ~0.5 ms, the rest is starting nft), a ~0.3 KiB transaction.
 //

@@ -14,7 +14,7 @@
 
 import type { Change, ServicePort } from '../model/types.js';
 import type { Logger } from '../observe/log.js';
-import type { ExecFn } from '../util/exec.js';
+import { ExecError, type ExecFn } from '../util/exec.js';
 
 /** conntrack's message when nothing matched; with it a non-zero exit is not an error. */
 export const NO_FLOWS_DELETED = '0 flow entries have been deleted';
@@ -106,6 +106,11 @@ export async function clearStaleConntrack(exec: ExecFn, logger: Logger, changes:
           logger.warn('conntrack failed: stale UDP entries may remain', { argv: argv.join(' '), code: r.code, stderr: r.stderr.trim() });
         }
       } catch (e) {
+        // Killed for a timeout: this entry stays, the next ones may still work. Not runnable: stop.
+        if (e instanceof ExecError && e.result !== null) {
+          logger.warn('conntrack did not finish: stale UDP entries may remain', { argv: argv.join(' '), error: e });
+          continue;
+        }
         usable = false;
         logger.warn('conntrack cannot run: stale UDP entries will not be cleared', { error: e as Error });
       }

@@ -1,6 +1,7 @@
 // Table -> typed changes. Pure. Computed once per sync; every data plane consumes the same list.
 
 import type { Change, EndpointInfo, ServicePort, ServiceTable } from './types.js';
+import { beforeAfter } from './types.js';
 
 function sameList<T>(a: readonly T[], b: readonly T[]): boolean {
   if (a === b) return true;
@@ -78,4 +79,28 @@ export function applyRebuilt(table: Map<string, readonly ServicePort[]>, rebuilt
     if (ports.length === 0) table.delete(key);
     else table.set(key, ports);
   }
+}
+
+/**
+ * One list of changes equivalent to applying `older` then `newer` (per id: the first "before",
+ * the last "after"). A sync whose transaction failed hands its changes to the next one this way,
+ * so what depends on transitions (conntrack cleanup, counters) sees them once they land.
+ */
+export function mergeChanges(older: readonly Change[], newer: readonly Change[]): Change[] {
+  const span = new Map<string, { prev: ServicePort | undefined; next: ServicePort | undefined }>();
+  for (const c of [...older, ...newer]) {
+    const { prev, next } = beforeAfter(c);
+    const seen = span.get(c.id);
+    span.set(c.id, { prev: seen === undefined ? prev : seen.prev, next });
+  }
+  const out: Change[] = [];
+  for (const [id, { prev, next }] of span) {
+    if (prev === undefined && next !== undefined) out.push({ kind: 'added', id, next });
+    else if (prev !== undefined && next === undefined) out.push({ kind: 'removed', id, prev });
+    else if (prev !== undefined && next !== undefined) {
+      if (!sameService(prev, next)) out.push({ kind: 'serviceChanged', id, prev, next });
+      else if (!sameEndpoints(prev, next)) out.push({ kind: 'endpointsChanged', id, prev, next });
+    }
+  }
+  return out;
 }

@@ -65,7 +65,8 @@ export function categorizeEndpoints(sp: PolicyInput, cfg: Pick<ProxyConfig, 'nod
     mode = topologyMode(eps, cfg.nodeName, cfg.zone);
     cluster = eps.filter((ep) => ep.ready && availableForTopology(ep, mode, cfg.nodeName, cfg.zone));
     if (cluster.length === 0) {
-      cluster = eps.filter((ep) => usableServingTerminating(ep) && availableForTopology(ep, mode, cfg.nodeName, cfg.zone));
+      // No ready endpoint anywhere, so no topology mode was chosen either: every serving one counts.
+      cluster = eps.filter(usableServingTerminating);
       clusterFallback = cluster.length > 0;
     }
     hasEndpoints = cluster.length > 0;

@@ -19,10 +19,10 @@ export class ProxyHealth {
     if (this.oldestQueued === null) this.oldestQueued = this.now();
   }
 
-  /** Everything queued so far is programmed. */
-  updated(): void {
+  /** A sync landed; `stillQueued` is when the oldest change it did not cover arrived (null: none). */
+  updated(stillQueued: number | null = null): void {
     this.lastUpdated = this.now();
-    this.oldestQueued = null;
+    this.oldestQueued = stillQueued;
   }
 
   state(): HealthState {

@@ -29,7 +29,7 @@ function serve(host: string, port: number, routes: Record<string, Handler>): Pro
       res.writeHead(h === undefined ? 404 : 405, { 'content-type': 'text/plain' }).end(h === undefined ? 'not found\n' : 'method not allowed\n');
       return;
     }
-    Promise.resolve(h(req, res)).catch((e: Error) => {
+    Promise.resolve().then(() => h(req, res)).catch((e: Error) => {
       if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
       res.end(`${e.message}\n`);
     });

@@ -141,8 +141,12 @@ function describe(v: unknown): string {
   return `${typeof v} ${JSON.stringify(v)}`;
 }
 
-const NAME_RE = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
-const PORT_NAME_RE = /^[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$/;
+/** DNS-1123 subdomain: EndpointSlice and Node names. */
+const SUBDOMAIN_RE = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+/** DNS-1123 label (at most 63): namespaces, Service names, Service port names. */
+const LABEL_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+/** IANA_SVC_NAME (at most 15): named target ports. */
+const IANA_SVC_NAME_RE = /^[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$/;
 
 interface Meta {
   name: string;
@@ -155,9 +159,11 @@ function readMeta(raw: Obj, kind: string, namespaced: boolean): Meta {
   const pre = new Reader(kind);
   const md = pre.obj(raw['metadata'], 'metadata', false);
   const name = pre.str(md['name'], 'metadata.name');
-  if (!NAME_RE.test(name)) pre.fail('metadata.name', `${JSON.stringify(name)} is not a valid object name`);
+  // Service names are DNS labels in the API (and so end up short enough for rule comments).
+  const nameRE = kind === 'Service' ? LABEL_RE : SUBDOMAIN_RE;
+  if (!nameRE.test(name)) pre.fail('metadata.name', `${JSON.stringify(name)} is not a valid ${kind} name`);
   const namespace = namespaced ? pre.str(md['namespace'], 'metadata.namespace', 'default') : '';
-  if (namespaced && !NAME_RE.test(namespace)) pre.fail('metadata.namespace', `${JSON.stringify(namespace)} is not a valid namespace`);
+  if (namespaced && !LABEL_RE.test(namespace)) pre.fail('metadata.namespace', `${JSON.stringify(namespace)} is not a valid namespace`);
   const r = new Reader(namespaced ? `${kind} ${namespace}/${name}` : `${kind} ${name}`);
   return {
     name,
@@ -247,7 +253,7 @@ function decodeService(raw: Obj, meta: Meta): DecodeResult {
     const f = `spec.ports[${i}]`;
     const po = r.obj(p, f, false);
     const name = r.str(po['name'], `${f}.name`, '');
-    if (name !== '' && !PORT_NAME_RE.test(name)) r.fail(`${f}.name`, `${JSON.stringify(name)} is not a valid port name`);
+    if (name !== '' && !LABEL_RE.test(name)) r.fail(`${f}.name`, `${JSON.stringify(name)} is not a valid port name`);
     if (names.has(name)) r.fail(`${f}.name`, `duplicate port name ${JSON.stringify(name)}`);
     names.add(name);
     if (rawPorts.length > 1 && name === '') r.fail(`${f}.name`, 'is required when the service has more than one port');
@@ -259,7 +265,7 @@ function decodeService(raw: Obj, meta: Meta): DecodeResult {
     let targetPort: number | string = port;
     const tp = po['targetPort'];
     if (typeof tp === 'string' && !/^\d+$/.test(tp)) {
-      if (!PORT_NAME_RE.test(tp)) r.fail(`${f}.targetPort`, `${JSON.stringify(tp)} is not a valid port name`);
+      if (!IANA_SVC_NAME_RE.test(tp)) r.fail(`${f}.targetPort`, `${JSON.stringify(tp)} is not a valid port name`);
       targetPort = tp;
     } else if (tp !== undefined && tp !== null) {
       targetPort = r.int(typeof tp === 'string' ? Number(tp) : tp, `${f}.targetPort`, 1, 65535);

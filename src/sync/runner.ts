@@ -33,6 +33,8 @@ export class BoundedFrequencyRunner {
   private stopped = true;
   private lastRunStart = -Infinity;
   private failures = 0;
+  /** While a failed run waits for its retry, requests do not bring it forward. */
+  private retryAt = -Infinity;
   private idleResolvers: Array<() => void> = [];
 
   constructor(private readonly fn: () => Promise<void>, private readonly opts: RunnerOptions) {
@@ -49,6 +51,7 @@ export class BoundedFrequencyRunner {
   stop(): void {
     this.stopped = true;
     this.cancelTimer();
+    for (const r of this.idleResolvers.splice(0)) r();
   }
 
   /** Asks for a run as soon as the minimum interval allows. Calls during a run coalesce into one more run. */
@@ -56,7 +59,7 @@ export class BoundedFrequencyRunner {
     if (this.stopped) return;
     this.requested = true;
     if (this.running) return;
-    const earliest = this.lastRunStart + this.opts.minIntervalMs;
+    const earliest = Math.max(this.lastRunStart + this.opts.minIntervalMs, this.retryAt);
     this.schedule(Math.max(0, earliest - this.clock.now()));
   }
 
@@ -98,6 +101,7 @@ export class BoundedFrequencyRunner {
     try {
       await this.fn();
       this.failures = 0;
+      this.retryAt = -Infinity;
     } catch (err) {
       failed = true;
       this.failures++;
@@ -106,6 +110,7 @@ export class BoundedFrequencyRunner {
       if (!this.stopped) {
         this.requested = true;
         this.running = false;
+        this.retryAt = this.clock.now() + backoff;
         this.schedule(backoff);
         return;
       }

@@ -3,7 +3,7 @@
 // transaction leaves the kernel as it was; the next sync is then a full one.
 
 import { build, rebuildServices } from '../model/build.js';
-import { applyRebuilt, diff, diffServices } from '../model/diff.js';
+import { applyRebuilt, diff, diffServices, mergeChanges } from '../model/diff.js';
 import type { Change, ProxyConfig, ServicePort } from '../model/types.js';
 import { beforeAfter, usesLocalEndpoints } from '../model/types.js';
 import type { DataPlane } from '../dataplane/dataplane.js';
@@ -41,6 +41,8 @@ export class Syncer {
   config: ProxyConfig;
   private needFull = true;
   private lastFull = -Infinity;
+  /** Changes of syncs whose transaction failed: the kernel has not seen them yet. */
+  private unapplied: Change[] = [];
   private readonly now: () => number;
   syncs = 0;
 
@@ -75,7 +77,8 @@ export class Syncer {
     }
     this.config = cfg;
     // The table now holds the desired state whatever the kernel says: a failure below forces a
-    // full sync, which reprograms everything from it.
+    // full sync, which reprograms everything from it, and carries these changes over to it.
+    if (this.unapplied.length > 0) changes = mergeChanges(this.unapplied, changes);
     this.needFull = true;
     try {
       const res = await dataplane.apply(changes, this.table, { full });
@@ -83,16 +86,19 @@ export class Syncer {
     } catch (e) {
       // Keep the changes pending (for the latency metric and the health check) until a sync lands.
       tracker.restore(pending);
+      this.unapplied = changes;
       metrics?.syncFailures.inc({ dataplane: dataplane.name });
       if (dataplane.name === 'iptables') metrics?.restoreFailures.inc();
       if (dataplane.name === 'nftables') metrics?.nftablesSyncFailures.inc();
       throw e;
     }
     this.needFull = false;
+    this.unapplied = [];
     if (full) this.lastFull = start;
     this.syncs++;
     const end = this.now();
-    this.o.health?.updated();
+    // Changes that arrived while the kernel was being programmed are still waiting.
+    this.o.health?.updated(tracker.oldestPending());
     if (metrics !== undefined) this.record(metrics, full, changes, pending, start, end);
     logger.debug('synced', { full, changes: changes.length, ms: end - start });
     return { full, changes: changes.length, durationMs: end - start };

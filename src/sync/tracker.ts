@@ -44,6 +44,13 @@ export class Tracker implements Snapshot {
     return { services: this.pending.serviceChanges, endpoints: this.pending.endpointChanges };
   }
 
+  /** When the oldest pending change arrived, or null when nothing is pending. O(pending). */
+  oldestPending(): number | null {
+    let oldest: number | null = null;
+    for (const at of this.pending.firstChangeAt.values()) if (oldest === null || at < oldest) oldest = at;
+    return oldest;
+  }
+
   hasPending(): boolean {
     return this.pending.services.size > 0 || this.pending.nodeChanged;
   }

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { build, buildService, rebuildServices } from '../../src/model/build.js';
-import { applyRebuilt, diff, diffServices } from '../../src/model/diff.js';
+import { applyRebuilt, diff, diffServices, mergeChanges } from '../../src/model/diff.js';
 import { categorizeEndpoints, topologyMode } from '../../src/model/policy.js';
 import type { ServicePort } from '../../src/model/types.js';
 import { config, service, slice, snapshotOf, type EpOpts } from '../support/fixtures.js';
@@ -160,4 +160,14 @@ test('an incremental rebuild of the touched services gives the same changes and 
   applyRebuilt(table, rebuilt);
   assert.deepEqual(changes, diff(before, build(tracker, cfg)));
   assert.deepEqual(table, build(tracker, cfg));
+});
+
+test('mergeChanges composes two syncs: first before, last after; a round trip cancels out', () => {
+  const cfg = config();
+  const t0 = build(snapshotOf([service('a')]), cfg);
+  const t1 = build(snapshotOf([service('a'), slice('a-1', 'a', [{ ip: '10.244.1.2' }]), service('b', { clusterIP: '10.96.0.11' })]), cfg);
+  const t2 = build(snapshotOf([service('a'), service('c', { clusterIP: '10.96.0.12' })]), cfg);
+  const merged = mergeChanges(diff(t0, t1), diff(t1, t2));
+  assert.deepEqual(merged.map((c) => `${c.kind} ${c.id}`).sort(), diff(t0, t2).map((c) => `${c.kind} ${c.id}`).sort());
+  assert.deepEqual(mergeChanges(diff(t0, t1), diff(t1, t0)), []);
 });

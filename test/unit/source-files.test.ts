@@ -126,3 +126,9 @@ test('the file source emits upserts, deletes on edit, keeps objects through a br
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('Service port names are DNS labels (up to 63 characters); named target ports stay IANA names', () => {
+  assert.equal(decodeObject(rawService('web', { ports: [{ name: 'grpc-health-check', port: 80, targetPort: 'grpc' }] })).status, 'ok');
+  assert.match(invalidField(rawService('web', { ports: [{ name: 'a', port: 80, targetPort: 'much-too-long-name' }] })), /spec\.ports\[0\]\.targetPort/);
+  assert.match(invalidField(rawService('x'.repeat(64))), /metadata\.name: "x{64}" is not a valid Service name/);
+});

@@ -134,3 +134,17 @@ test('tracker: a relist (synced) removes what the list no longer holds; other no
   assert.equal(t.handle({ type: 'upsert', object: { ...other, name: 'node-1' } }), true);
   assert.equal(t.take().nodeChanged, true);
 });
+
+test('runner: requests during a retry backoff do not bring the retry forward', async () => {
+  const clock = new FakeClock();
+  const runs: number[] = [];
+  let fail = true;
+  const r = runner(clock, async () => { runs.push(clock.now()); if (fail) throw new Error('no'); });
+  r.start();
+  await clock.advance(0);
+  fail = false;
+  for (let t = 0; t < 5; t++) { r.run(); await clock.advance(10); }
+  assert.deepEqual(runs, [0, 50], 'the retry waits its 50 ms backoff however often a sync is requested');
+  r.stop();
+  await r.idle();
+});

@@ -144,3 +144,23 @@ test('admin endpoints: /healthz 503 then 200, /metrics with kube-proxy names, /s
     await admin.close();
   }
 });
+
+test('the changes of a failed sync reach the data plane with the next sync that lands', async () => {
+  const inner = new FakeDataPlane();
+  const seen: string[][] = [];
+  const dp = new FaultyDataPlane({ ...inner, name: inner.name, init: () => inner.init(), programmed: () => inner.programmed(), cleanup: () => inner.cleanup(),
+    apply: (changes, table, opts) => { seen.push(changes.map((c) => `${c.kind} ${c.id}`)); return inner.apply(changes, table, opts); } }, 0);
+  const { tracker, syncer } = setup(dp);
+  tracker.handle({ type: 'synced', kind: 'Service', keys: [] });
+  tracker.handle({ type: 'synced', kind: 'EndpointSlice', keys: [] });
+  tracker.handle({ type: 'upsert', object: service('a') });
+  await syncer.sync();
+  dp.failRate = 1;
+  tracker.handle({ type: 'upsert', object: slice('a-1', 'a', [{ ip: '10.244.1.2' }]) });
+  await assert.rejects(syncer.sync());
+  dp.failRate = 0;
+  tracker.handle({ type: 'upsert', object: service('b', { clusterIP: '10.96.0.11' }) });
+  await syncer.sync();
+  assert.deepEqual(seen[seen.length - 1]!.sort(), ['added default/b:http/TCP', 'endpointsChanged default/a:http/TCP'],
+    'the failed endpoint change is carried over, not lost in the full resync');
+});

@@ -13,7 +13,8 @@ import { KubernetesSource } from '../source/kubernetes.js';
 import type { Source } from '../source/objects.js';
 import { BoundedFrequencyRunner } from '../sync/runner.js';
 import { Syncer } from '../sync/syncer.js';
-import { trace } from '../model/trace.js';
+import { nodePortAddresses, trace } from '../model/trace.js';
+import { ServiceHealthServers } from '../observe/service-health.js';
 import { packetQuery } from './trace.js';
 import { Tracker } from '../sync/tracker.js';
 import { loadAgentConfig, parseDuration, type AgentFileConfig } from './agent-config.js';
@@ -115,7 +116,16 @@ export async function runAgent(s: AgentSettings, logger: Logger = createLogger({
   const tracker = new Tracker(s.flags.nodeName);
   const configFor = (node: Parameters<typeof proxyConfig>[1]) => proxyConfig(s.flags, node);
   const dataplane = await createDataPlane(s.dataplane, { config: () => syncer.config, logger: log.child({ dataplane: s.dataplane }) });
-  const syncer: Syncer = new Syncer({ tracker, dataplane, config: configFor, logger: log, metrics, health, fullSyncIntervalMs: FULL_SYNC_INTERVAL_MS });
+  const serviceHealth = new ServiceHealthServers({
+    // With --nodeport-addresses, only those node addresses, as NodePorts; else every address.
+    addresses: () => (syncer.config.nodePortAddresses.length > 0 ? nodePortAddresses(syncer.config) : []),
+    proxyHealthy: () => health.state().healthy,
+    logger: log.child({ component: 'service-health' }),
+  });
+  const syncer: Syncer = new Syncer({
+    tracker, dataplane, config: configFor, logger: log, metrics, health, fullSyncIntervalMs: FULL_SYNC_INTERVAL_MS,
+    onApplied: (changes) => serviceHealth.update(changes),
+  });
   await dataplane.init();
   await cleanupOtherDataPlanes(s.dataplane, { config: () => syncer.config, logger: log });
 
@@ -160,5 +170,6 @@ export async function runAgent(s: AgentSettings, logger: Logger = createLogger({
   runner.stop();
   await source.stop();
   await admin.close();
+  await serviceHealth.close();
   return 0;
 }

@@ -24,6 +24,8 @@ export interface SyncerOptions {
   /** A full sync at least this often (ms), as kube-proxy's periodic resync. */
   fullSyncIntervalMs: number;
   now?: () => number;
+  /** Called with the changes of every sync that landed (service health check servers follow them). */
+  onApplied?: (changes: readonly Change[]) => Promise<void>;
 }
 
 export interface SyncReport {
@@ -99,6 +101,7 @@ export class Syncer {
     const end = this.now();
     // Changes that arrived while the kernel was being programmed are still waiting.
     this.o.health?.updated(tracker.oldestPending());
+    await this.o.onApplied?.(changes);
     if (metrics !== undefined) this.record(metrics, full, changes, pending, start, end);
     logger.debug('synced', { full, changes: changes.length, ms: end - start });
     return { full, changes: changes.length, durationMs: end - start };

@@ -64,6 +64,13 @@ test('agent under nsenter: healthy after the first sync, rules survive SIGTERM, 
     const services = await lab.execOk('node-1', [process.execPath, RUDDER_BIN, 'services', '--agent', '127.0.0.1:10249']);
     assert.match(services.stdout, /^demo\/web:http\/TCP\s+10\.96\.0\.10:80\/TCP\s+ClusterIP\s+10\.244\.1\.10:8080$/m, 'services --agent reads the kernel back');
 
+    // demo/shop has eTP=Local and healthCheckNodePort 32000: a load balancer probing node-1 from
+    // outside learns it has one local endpoint.
+    const hc = await lab.execOk('client', ['curl', '-s', '--max-time', '3', '-w', '\n%{http_code}', 'http://198.18.0.2:32000/']);
+    const [hcBody, hcStatus] = hc.stdout.split('\n');
+    assert.equal(hcStatus, '200', hc.stdout);
+    assert.deepEqual(JSON.parse(hcBody!), { service: { namespace: 'demo', name: 'shop' }, localEndpoints: 1, serviceProxyHealthy: true });
+
     const programmed = await kubeChains('node-1');
     assert.ok(programmed.includes('nat KUBE-SERVICES') && programmed.some((c) => c.startsWith('nat KUBE-SVC-')), programmed.join('\n'));
 

@@ -1,0 +1,42 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { build } from '../../src/model/build.js';
+import { diff } from '../../src/model/diff.js';
+import { memoryLogger } from '../../src/observe/log.js';
+import { ServiceHealthServers } from '../../src/observe/service-health.js';
+import { config, service, slice, snapshotOf } from '../support/fixtures.js';
+
+test('health check node ports answer 200 with the local endpoint count, 503 without, and close with the service', async () => {
+  const port = 40000 + Math.floor(Math.random() * 9000);
+  let proxyHealthy = true;
+  const servers = new ServiceHealthServers({ addresses: () => ['127.0.0.1'], proxyHealthy: () => proxyHealthy, logger: memoryLogger() });
+  const lb = (eps: Parameters<typeof slice>[2]) => [
+    service('shop', { type: 'LoadBalancer', spec: { externalTrafficPolicy: 'Local', healthCheckNodePort: port }, ports: [{ name: 'http', port: 80, nodePort: 30081 }] }),
+    slice('shop-1', 'shop', eps),
+  ];
+  const cfg = config();
+  const get = async () => {
+    const r = await fetch(`http://127.0.0.1:${port}/healthz`);
+    return { status: r.status, body: await r.json() as { localEndpoints: number; service: { name: string } }, weight: r.headers.get('x-load-balancing-endpoint-weight') };
+  };
+  try {
+    const t0 = new Map();
+    const t1 = build(snapshotOf(lb([{ ip: '10.244.1.2', node: 'node-1' }, { ip: '10.244.1.3', node: 'node-1' }, { ip: '10.244.2.2', node: 'node-2' }])), cfg);
+    await servers.update(diff(t0, t1));
+    let r = await get();
+    assert.deepEqual([r.status, r.body.localEndpoints, r.body.service.name, r.weight], [200, 2, 'shop', '2']);
+    proxyHealthy = false;
+    assert.equal((await get()).status, 503, 'an unhealthy proxy fails every service health check');
+    proxyHealthy = true;
+
+    const t2 = build(snapshotOf(lb([{ ip: '10.244.2.2', node: 'node-2' }])), cfg);
+    await servers.update(diff(t1, t2));
+    r = await get();
+    assert.deepEqual([r.status, r.body.localEndpoints], [503, 0], 'no local endpoint: the load balancer must skip this node');
+
+    await servers.update(diff(t2, new Map()));
+    await assert.rejects(get(), 'the port closes with the service');
+  } finally {
+    await servers.close();
+  }
+});

@@ -37,8 +37,11 @@ export interface DataPlane {
   /** Checks the kernel and tools, creates the base structures. Throws DataPlaneError. */
   init(): Promise<void>;
   /**
-   * Applies one sync as a single transaction. On failure it throws DataPlaneError and the kernel
-   * keeps the previous state; the caller retries with `full: true`.
+   * Applies one sync as a kernel transaction. On failure it throws DataPlaneError and the caller
+   * retries with `full: true`, which rewrites everything from the table. nft -f is atomic as a
+   * whole; iptables-restore commits table by table (nat first, where almost every rule lives), and
+   * each IP family is its own transaction, so there a failure can leave one table or family
+   * updated until the full sync that follows.
    */
   apply(changes: readonly Change[], table: ServiceTable, opts: ApplyOptions): Promise<ApplyResult>;
   /** Reads back what is programmed. */

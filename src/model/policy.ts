@@ -2,6 +2,7 @@
 // and topology hints, decided exactly as kube-proxy's CategorizeEndpoints decides them.
 
 import type { EndpointInfo, ProxyConfig, ServicePort, TopologyMode } from './types.js';
+import { externallyAccessible } from './types.js';
 
 type PolicyInput = Pick<ServicePort, 'internalPolicyLocal' | 'externalPolicyLocal' | 'nodePort' | 'externalIPs' | 'loadBalancerIPs' | 'endpoints'>;
 
@@ -52,9 +53,8 @@ const ids = (eps: readonly EndpointInfo[]): string[] => eps.map((e) => e.id);
 
 export function categorizeEndpoints(sp: PolicyInput, cfg: Pick<ProxyConfig, 'nodeName' | 'zone'>): Categorized {
   const eps = sp.endpoints;
-  const accessible = sp.nodePort > 0 || sp.externalIPs.length > 0 || sp.loadBalancerIPs.length > 0;
   // External traffic from pods short-circuits to the Cluster set even under eTP Local.
-  const usesCluster = !sp.internalPolicyLocal || accessible;
+  const usesCluster = !sp.internalPolicyLocal || externallyAccessible(sp);
   const usesLocal = sp.internalPolicyLocal || sp.externalPolicyLocal;
 
   let cluster: EndpointInfo[] = [];

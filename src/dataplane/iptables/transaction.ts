@@ -6,7 +6,8 @@
 // (":NAME - [0:0]", which creates the chain or flushes it under --noflush), then the -A rules in
 // the order they were added, then -X (delete) and -D lines, then -I (insert) lines, then COMMIT.
 // The nat table comes first: iptables-restore commits each table at its COMMIT line, and the nat
-// table carries almost everything that can fail, so a failure there leaves both tables as they were.
+// table carries almost everything that can fail, so a failure there leaves both tables as they were;
+// a failure in the filter table leaves the nat table updated until the full sync that follows.
 
 export type TableName = 'nat' | 'filter';
 const TABLE_ORDER: readonly TableName[] = ['nat', 'filter'];

@@ -164,7 +164,10 @@ interface Held {
  * (logged), so a half-saved edit never withdraws services; an invalid object is skipped and logged.
  */
 export class FileSource implements Source {
+  /** The definition in force for each key (what was last emitted). */
   private readonly held = new Map<string, Held>();
+  /** Every file's own objects. */
+  private readonly byFile = new Map<string, Map<string, Held>>();
   private readonly watchers: FSWatcher[] = [];
   private readonly pending = new Set<string>();
   private timer: NodeJS.Timeout | null = null;
@@ -243,30 +246,54 @@ export class FileSource implements Source {
     }
   }
 
-  /** Replaces the objects of `file` with `loaded`, emitting upserts for new/changed and deletes for gone. */
+  /**
+   * Replaces the objects of `file` with `loaded`, emitting upserts for new or changed objects and
+   * deletes for objects no file defines any more. An object several files define is the one of
+   * the file read last; when that file drops it, another file's definition takes over.
+   */
   private absorb(file: string, loaded: LoadedFile): void {
     const emit = this.onEvent;
     if (emit === null) return;
     for (const s of loaded.invalid) {
       this.opts.logger.warn('skipping invalid object', { file: s.file, where: s.where, object: s.key, field: s.error?.field, problem: s.error?.problem });
     }
-    const seen = new Set<string>();
+    const before = this.byFile.get(file) ?? new Map<string, Held>();
+    const now = new Map<string, Held>();
     for (const obj of loaded.objects) {
       const key = objectKey(obj);
-      const prev = this.held.get(key);
-      if (seen.has(key) || (prev !== undefined && prev.file !== file)) {
-        this.opts.logger.warn('object defined twice, the later definition wins', { object: key, file, previous: prev?.file ?? file });
-      }
-      seen.add(key);
-      const json = JSON.stringify(obj);
-      this.held.set(key, { file, object: obj, json });
-      if (prev === undefined || prev.json !== json) emit({ type: 'upsert', object: obj });
+      const other = now.has(key) ? file : this.definedElsewhere(key, file);
+      if (other !== undefined) this.opts.logger.warn('object defined twice, the later definition wins', { object: key, file, previous: other });
+      now.set(key, { file, object: obj, json: JSON.stringify(obj) });
     }
-    for (const [key, h] of this.held) {
-      if (h.file === file && !seen.has(key)) {
-        this.held.delete(key);
-        emit({ type: 'delete', kind: h.object.kind, key });
+    if (now.size > 0) this.byFile.set(file, now);
+    else this.byFile.delete(file);
+    for (const key of new Set([...before.keys(), ...now.keys()])) {
+      const winner = now.get(key) ?? this.findElsewhere(key, file);
+      const current = this.held.get(key);
+      if (winner === undefined) {
+        if (current !== undefined) {
+          this.held.delete(key);
+          emit({ type: 'delete', kind: current.object.kind, key });
+        }
+      } else if (current === undefined || current.json !== winner.json) {
+        this.held.set(key, winner);
+        emit({ type: 'upsert', object: winner.object });
+      } else {
+        this.held.set(key, winner);
       }
     }
+  }
+
+  private findElsewhere(key: string, file: string): Held | undefined {
+    for (const [f, objs] of this.byFile) {
+      if (f === file) continue;
+      const h = objs.get(key);
+      if (h !== undefined) return h;
+    }
+    return undefined;
+  }
+
+  private definedElsewhere(key: string, file: string): string | undefined {
+    return this.findElsewhere(key, file)?.file;
   }
 }

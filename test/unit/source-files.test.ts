@@ -132,3 +132,23 @@ test('Service port names are DNS labels (up to 63 characters); named target port
   assert.match(invalidField(rawService('web', { ports: [{ name: 'a', port: 80, targetPort: 'much-too-long-name' }] })), /spec\.ports\[0\]\.targetPort/);
   assert.match(invalidField(rawService('x'.repeat(64))), /metadata\.name: "x{64}" is not a valid Service name/);
 });
+
+test('an object two files define survives when one of them drops it', async () => {
+  const dir = tmp();
+  const src = new FileSource({ paths: [dir], logger: memoryLogger(), debounceMs: 20 });
+  const events: SourceEvent[] = [];
+  try {
+    writeFileSync(join(dir, 'a.yaml'), JSON.stringify(rawService('a')));
+    writeFileSync(join(dir, 'b.yaml'), JSON.stringify(rawService('a', { clusterIP: '10.96.0.99' })));
+    await src.start((e) => events.push(e));
+    events.length = 0;
+    writeFileSync(join(dir, 'b.yaml'), JSON.stringify(rawService('other', { clusterIP: '10.96.0.98' })));
+    await until(() => events.length >= 2);
+    await new Promise((r) => setTimeout(r, 60));
+    const summary = events.map((e) => e.type === 'upsert' && e.object.kind === 'Service' ? `upsert ${e.object.name} ${e.object.clusterIPs[0]}` : e.type);
+    assert.deepEqual(summary.sort(), ['upsert a 10.96.0.10', 'upsert other 10.96.0.98'], 'a.yaml\'s definition takes over; nothing is deleted');
+  } finally {
+    await src.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -12,7 +12,7 @@ import { programmedServices, renderServiceRows, serviceRows } from './services.j
 import { TRACE_FLAGS, packetFlags, traceAgent, traceJSON, traceText } from './trace.js';
 import { AGENT_FLAGS, agentSettings, runAgent } from './agent.js';
 import { ConfigError } from './agent-config.js';
-import { createDataPlane, DATAPLANES } from '../dataplane/index.js';
+import { BUILT_DATAPLANES, createDataPlane } from '../dataplane/index.js';
 import type { DataPlaneName } from '../dataplane/dataplane.js';
 import { DEFAULT_PROXY_NAME } from '../model/types.js';
 import { BindAddressError } from '../observe/server.js';
@@ -62,16 +62,29 @@ const commands: Record<string, Command> = {
   },
 
   async cleanup(argv) {
-    const specs: FlagSpecs = { dataplane: { value: 'NAME', help: `data plane to remove: ${DATAPLANES.join(', ')} (default iptables)` }, ...HELP_FLAG };
+    const specs: FlagSpecs = { dataplane: { value: 'NAME', help: `data plane to remove: ${BUILT_DATAPLANES.join(', ')} (default: every one, as kube-proxy --cleanup)` }, ...HELP_FLAG };
     const p = parseArgs(argv, specs);
     if (flagBool(p, 'help')) return out(renderHelp('Usage: rudder cleanup [--dataplane NAME]', specs)), EXIT.ok;
-    const name = flagOne(p, 'dataplane') ?? 'iptables';
-    if (!(DATAPLANES as readonly string[]).includes(name)) throw new UsageError(`--dataplane: ${JSON.stringify(name)} is not one of ${DATAPLANES.join(', ')}`);
+    const name = flagOne(p, 'dataplane');
+    if (name !== undefined && !(BUILT_DATAPLANES as readonly string[]).includes(name)) throw new UsageError(`--dataplane: ${JSON.stringify(name)} is not one of ${BUILT_DATAPLANES.join(', ')}`);
     const logger = createLogger();
     const noConfig = { nodeName: hostname(), nodeIPs: [], zone: '', clusterCIDRs: [], nodePortAddresses: [], masqueradeAll: false, proxyName: DEFAULT_PROXY_NAME };
-    const dp = await createDataPlane(name as DataPlaneName, { config: () => noConfig, logger });
-    await dp.cleanup();
-    logger.info('cleaned up', { dataplane: name });
+    const deps = { config: () => noConfig, logger };
+    if (name !== undefined) {
+      await (await createDataPlane(name as DataPlaneName, deps)).cleanup();
+    } else {
+      // Every plane whose tools exist here; a plane that cannot even start has nothing to remove.
+      for (const n of BUILT_DATAPLANES) {
+        try {
+          await (await createDataPlane(n, deps)).cleanup();
+        } catch (e) {
+          // Its tool is not installed: then it cannot have left anything either.
+          if (!/cannot run|does not run|ENOENT/.test((e as Error).message)) throw e;
+          logger.info('nothing to remove', { dataplane: n, reason: (e as Error).message });
+        }
+      }
+    }
+    logger.info('cleaned up', { dataplane: name ?? BUILT_DATAPLANES.join(',') });
     return EXIT.ok;
   },
 

@@ -353,3 +353,19 @@ test('stale UDP conntrack commands are per family; IPv6 ones carry -f ipv6', () 
   assert.deepEqual(staleConntrackCommands(changes, 4), []);
   assert.deepEqual(staleConntrackCommands(changes, 6), [['conntrack', '-D', '-f', 'ipv6', '--orig-dst', 'fd00::53', '--dst-nat', 'fd00:180::5', '-p', 'udp']]);
 });
+
+test('nft backend: cleanup of a large table runs in stages and leaves nothing', async () => {
+  const ports: ServicePort[] = [];
+  for (let i = 0; i < 900; i++) {
+    ports.push(sp({ namespace: 'big', name: `s${i}`, clusterIP: `172.31.${i >> 8}.${i & 255}`, endpoints: [ep(`10.181.${i >> 8}.${i & 255}`, 80)] }));
+  }
+  const t = tableOf(...ports);
+  const { fake, dp } = setup();
+  await dp.apply(diff(new Map(), t), t, { full: true });
+  const before = fake.restores().length;
+  await dp.cleanup();
+  const stages = fake.restores().slice(before);
+  assert.ok(stages.length > 2, `staged: ${stages.length} transactions`);
+  assert.match(stages[0]!.input, /^-D PREROUTING /m, 'the first stage cuts the jumps into our chains');
+  assert.doesNotMatch(fake.kernel.save('nat') + fake.kernel.save('filter'), /KUBE-/);
+});

@@ -15,7 +15,8 @@ import { Transaction } from './transaction.js';
 import type { TableName } from './transaction.js';
 
 export interface CleanupPlan {
-  tx: Transaction;
+  /** The transactions to run in order; empty when there is nothing to remove. */
+  stages: Transaction[];
   /** Chains left in place because something else still uses them. */
   kept: string[];
   warnings: string[];
@@ -27,7 +28,15 @@ function isOurJump(table: TableName, r: SavedRule): boolean {
   return JUMP_RULES.some((j) => j.table === table && j.from === r.chain && j.to === target && j.comment === comment);
 }
 
-function planTable(table: TableName, saved: SavedTable, tx: Transaction, plan: CleanupPlan): void {
+interface TablePlan {
+  table: TableName;
+  jumps: SavedRule[];
+  /** Top-level chains to remove, and per-service chains to remove. */
+  top: string[];
+  service: string[];
+}
+
+function planTable(table: TableName, saved: SavedTable, plan: CleanupPlan): TablePlan {
   const top: readonly string[] = table === 'nat' ? NAT_TOP_CHAINS : FILTER_TOP_CHAINS;
   const doomed = new Set<string>();
   for (const ch of saved.chains) if (top.includes(ch) || (table === 'nat' && isServiceChainName(ch))) doomed.add(ch);
@@ -49,22 +58,63 @@ function planTable(table: TableName, saved: SavedTable, tx: Transaction, plan: C
       }
     }
   }
-
-  for (const r of jumps) {
-    const target = option(r.args, '-j');
-    if (target !== undefined && doomed.has(target)) tx.deleteRule(table, r.chain, r.args);
-  }
-  // Flush every doomed chain first (the chain lines), then delete them all.
-  for (const ch of [...doomed].sort()) tx.chain(table, ch);
-  for (const ch of [...doomed].sort()) tx.deleteChain(table, ch);
+  const sorted = [...doomed].sort();
+  return {
+    table,
+    jumps: jumps.filter((r) => doomed.has(option(r.args, '-j') ?? '')),
+    top: sorted.filter((c) => top.includes(c)),
+    service: sorted.filter((c) => !top.includes(c)),
+  };
 }
 
-/** Plans the cleanup of the given saved tables ("nat", "filter"); an empty transaction means nothing to do. */
-export function planCleanup(tables: ReadonlyMap<string, SavedTable>): CleanupPlan {
-  const plan: CleanupPlan = { tx: new Transaction(), kept: [], warnings: [] };
+/**
+ * Plans the cleanup of the given saved tables ("nat", "filter"). With `batch`, per-service chains
+ * are removed in transactions of at most that many chains (iptables-nft-restore slows down
+ * quadratically with the chains one transaction touches): first the jump rules go and the
+ * top-level chains are flushed, so nothing enters the service chains any more; then the service
+ * chains are flushed batch by batch (which drops their references to each other), deleted batch
+ * by batch, and the top-level chains deleted last. Without `batch`, one transaction.
+ */
+export function planCleanup(tables: ReadonlyMap<string, SavedTable>, batch = Infinity): CleanupPlan {
+  const plan: CleanupPlan = { stages: [], kept: [], warnings: [] };
+  const parts: TablePlan[] = [];
   for (const name of ['nat', 'filter'] as const) {
     const saved = tables.get(name);
-    if (saved !== undefined) planTable(name, saved, plan.tx, plan);
+    if (saved !== undefined) parts.push(planTable(name, saved, plan));
   }
+  const chains = parts.reduce((n, p) => n + p.top.length + p.service.length, 0);
+  if (chains === 0 && parts.every((p) => p.jumps.length === 0)) return plan;
+  if (chains <= batch) {
+    const tx = new Transaction();
+    for (const p of parts) {
+      for (const r of p.jumps) tx.deleteRule(p.table, r.chain, r.args);
+      // Flush every doomed chain first (the chain lines), then delete them all.
+      for (const ch of [...p.top, ...p.service].sort()) tx.chain(p.table, ch);
+      for (const ch of [...p.top, ...p.service].sort()) tx.deleteChain(p.table, ch);
+    }
+    plan.stages.push(tx);
+    return plan;
+  }
+  const first = new Transaction();
+  for (const p of parts) {
+    for (const r of p.jumps) first.deleteRule(p.table, r.chain, r.args);
+    for (const ch of p.top) first.chain(p.table, ch);
+  }
+  plan.stages.push(first);
+  for (const mode of ['flush', 'delete'] as const) {
+    for (const p of parts) {
+      for (let i = 0; i < p.service.length; i += batch) {
+        const tx = new Transaction();
+        for (const ch of p.service.slice(i, i + batch)) {
+          if (mode === 'flush') tx.chain(p.table, ch);
+          else tx.deleteChain(p.table, ch);
+        }
+        plan.stages.push(tx);
+      }
+    }
+  }
+  const last = new Transaction();
+  for (const p of parts) for (const ch of p.top) last.deleteChain(p.table, ch);
+  plan.stages.push(last);
   return plan;
 }

@@ -32,6 +32,8 @@ const RESTORE_FLAGS = ['-w', '5', '--noflush', '--counters'];
  * one transaction.
  */
 const NFT_STAGE_PORTS = 250;
+/** The same limit for cleanup, in chains (a port owns about six). */
+const NFT_STAGE_CHAINS = 1500;
 
 export class FamilyTables {
   /** Render settings of the last successful sync; a change forces a full sync. */
@@ -258,14 +260,19 @@ export class FamilyTables {
       const saved = await this.save(t, 'ECLEANUP');
       if (saved !== undefined) tables.set(t, saved);
     }
-    const plan = planCleanup(tables);
+    // Staged on the nft backend for the same reason as full syncs (see NFT_STAGE_PORTS).
+    const plan = planCleanup(tables, this.backend === 'nft' ? NFT_STAGE_CHAINS : Infinity);
     for (const w of plan.warnings) this.logger.warn(w);
-    const invalid = plan.tx.error();
-    if (invalid !== null) throw new DataPlaneError('ECLEANUP', `cleanup transaction not built: ${invalid}`);
-    if (!plan.tx.isEmpty()) await this.restore(plan.tx.toString(), 'ECLEANUP');
+    let rules = 0;
+    for (const tx of plan.stages) {
+      const invalid = tx.error();
+      if (invalid !== null) throw new DataPlaneError('ECLEANUP', `cleanup transaction not built: ${invalid}`);
+      if (!tx.isEmpty()) await this.restore(tx.toString(), 'ECLEANUP');
+      rules += tx.rules;
+    }
     this.owned.clear();
     this.clusterIPRefs.clear();
     this.needFull = true;
-    this.logger.info('iptables rules removed', { family: this.family, rules: plan.tx.rules, kept: plan.kept.length });
+    this.logger.info('iptables rules removed', { family: this.family, rules, transactions: plan.stages.length, kept: plan.kept.length });
   }
 }

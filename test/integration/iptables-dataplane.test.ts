@@ -72,6 +72,8 @@ for (const backend of ['nft', 'legacy'] as const satisfies readonly IptablesBack
       assert.deepEqual(fe.find((f) => f.kind === 'clusterIP' && f.service === 'ns1/svc1:p80/TCP')?.backends, ['10.180.0.1:8080']);
       assert.deepEqual(fe.find((f) => f.kind === 'loadBalancerIP')?.backends, ['10.180.0.1:8080']);
       assert.deepEqual(fe.find((f) => f.kind === 'nodePort')?.address, '*:30080');
+      assert.deepEqual(fe.find((f) => f.service === 'ns3/svc3:p80/TCP'), { service: 'ns3/svc3:p80/TCP', kind: 'clusterIP', address: '172.30.0.43:80', backends: [] },
+        'a service without endpoints is read back too (its REJECT rule)');
       // A second full apply changes nothing and does not duplicate the jump rules.
       await dp.apply([], t1, { full: true });
       assert.equal(normalise(await save()), normalise(text));

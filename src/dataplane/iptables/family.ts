@@ -250,7 +250,7 @@ export class FamilyTables {
 
   /** Frontends and backends as the nat table has them. Throws DataPlaneError EREAD. */
   async programmed(): Promise<ProgrammedFrontend[]> {
-    return programmedFrontends(await this.save('nat', 'EREAD'), this.family);
+    return programmedFrontends(await this.save('nat', 'EREAD'), this.family, await this.save('filter', 'EREAD'));
   }
 
   /** Removes every KUBE-* chain and jump rule kube-proxy's layout uses, in nat and filter. Throws ECLEANUP. */

@@ -83,6 +83,7 @@ export function hasJump(table: SavedTable | undefined, j: JumpRule): boolean {
 }
 
 const FRONTEND_COMMENT = /^(.+) (cluster IP|external IP|loadbalancer IP)$/;
+const NO_ENDPOINTS_COMMENT = /^(.+) has no (?:local )?endpoints$/;
 const KINDS: Record<string, string> = { 'cluster IP': 'clusterIP', 'external IP': 'externalIP', 'loadbalancer IP': 'loadBalancerIP' };
 
 /** iptables-save prints a host address as a /32 (or /128 for IPv6) network. */
@@ -101,7 +102,7 @@ function serviceId(name: string, proto: string | undefined): string {
  * works with or without per-endpoint comments. For EXT chains only the fall-through rule is
  * followed (the pod and node short-circuits are not what outside clients get).
  */
-export function programmedFrontends(nat: SavedTable | undefined, family: 4 | 6 = 4): ProgrammedFrontend[] {
+export function programmedFrontends(nat: SavedTable | undefined, family: 4 | 6 = 4, filter?: SavedTable): ProgrammedFrontend[] {
   if (nat === undefined) return [];
   const byChain = new Map<string, SavedRule[]>();
   for (const r of nat.rules) {
@@ -158,6 +159,15 @@ export function programmedFrontends(nat: SavedTable | undefined, family: 4 | 6 =
       address: dst === undefined ? `*:${option(r.args, '--dport') ?? ''}` : hostPort(stripHostMask(dst), option(r.args, '--dport') ?? ''),
       backends: backends(target, 0),
     });
+  }
+  // ClusterIPs that no nat rule serves: rejected (no endpoints) or dropped (no local endpoints).
+  for (const r of filter?.rules ?? []) {
+    if (r.chain !== KUBE_SERVICES) continue;
+    const m = NO_ENDPOINTS_COMMENT.exec(option(r.args, '--comment') ?? '');
+    const dst = option(r.args, '-d');
+    const port = option(r.args, '--dport');
+    if (m === null || dst === undefined || port === undefined) continue;
+    result.push({ service: id(m[1]!, option(r.args, '-p')), kind: 'clusterIP', address: hostPort(stripHostMask(dst), port), backends: [] });
   }
   return result;
 }

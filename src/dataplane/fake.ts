@@ -9,7 +9,7 @@ export type FakeState = Map<string, ProgrammedFrontend>;
 
 function frontendsOf(sp: ServicePort): Array<[string, ProgrammedFrontend]> {
   return frontends(sp).map((fe) => {
-    const address = fe.kind === 'nodePort' ? `*:${fe.port}` : `${fe.ip}:${fe.port}`;
+    const address = fe.kind === 'nodePort' ? `*:${fe.port}` : fe.ip.includes(':') ? `[${fe.ip}]:${fe.port}` : `${fe.ip}:${fe.port}`;
     const backends = [...(fe.kind === 'clusterIP' ? internalEndpoints(sp) : externalEndpoints(sp))];
     return [`${sp.id}|${fe.kind}|${address}`, { service: sp.id, kind: fe.kind, address, backends }];
   });

@@ -194,3 +194,72 @@ describe('nftables data plane in a network namespace', { skip: isRoot ? false : 
     assert.deepEqual(await dp.programmed(), []);
   });
 });
+
+describe('IPv6 service ports in the table ip6 rudder, in a network namespace', { skip: isRoot ? false : 'needs root' }, () => {
+  const ns = `rd-${run}-nft6`;
+  const { nsExec } = nsTools(ns);
+  const dp = new NftablesDataPlane({ config: { ...CFG, clusterCIDRs: ['10.0.0.0/8', 'fd00:180::/48'] }, logger: memoryLogger(), exec: nsExec });
+  let server: ChildProcess | undefined;
+
+  before(async () => {
+    await execOk(['ip', 'netns', 'add', ns]);
+    await execOk(['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
+    await execOk(['ip', '-n', ns, '-6', 'addr', 'add', 'fd00:180::1/128', 'dev', 'lo', 'nodad']);
+    await execOk(['ip', '-n', ns, '-6', 'route', 'add', 'fd00:30::/64', 'dev', 'lo']);
+  });
+
+  after(async () => {
+    if (server !== undefined && server.exitCode === null) server.kill('SIGKILL');
+    await exec(['ip', 'netns', 'del', ns]);
+  });
+
+  const listTable = async (family: string): Promise<string> => (await execOk(['ip', 'netns', 'exec', ns, 'nft', 'list', 'table', family, 'rudder'])).stdout;
+  const connect = async (ip: string, port: number): Promise<{ stdout: string; stderr: string }> => nsExec([process.execPath, '-e',
+    `const c = require('net').connect(${port}, '${ip}'); c.on('data', (d) => process.stdout.write(d));`
+    + " c.on('error', (e) => { console.error(e.message); process.exit(1); }); setTimeout(() => process.exit(2), 3000).unref();"],
+  { timeoutMs: 10_000 });
+
+  test('a connection to an IPv6 ClusterIP reaches its endpoint through the DNAT; the tables stay apart; cleanup removes both', async () => {
+    const v6 = sp({ namespace: 'ns1', name: 'svc6', clusterIP: 'fd00:30::41', family: 6, endpoints: [ep('fd00:180::1', 8080)] });
+    const v4 = sp({ namespace: 'ns1', name: 'svc4', clusterIP: '172.30.0.44', endpoints: [ep('10.180.0.4', 8080)] });
+    const t = tableOf(v4, v6);
+    await dp.apply(diff(new Map(), t), t, { full: true });
+    const table6 = await listTable('ip6');
+    const table4 = await listTable('ip');
+    assert.match(table6, /fd00:30::41 \. tcp \. 80/);
+    assert.match(table6, /dnat ip6 to ip6 daddr \. meta l4proto \. th dport \. numgen random mod 1 map @ip-eps-1/);
+    assert.doesNotMatch(table6, /172\.30\.0\.44|10\.180\.0\.4/);
+    assert.match(table4, /172\.30\.0\.44 \. tcp \. 80/);
+    assert.doesNotMatch(table4, /fd00:/);
+
+    server = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e',
+      "require('net').createServer((c) => c.end('pong6')).listen(8080, 'fd00:180::1', () => console.log('ready'))"],
+    { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve, reject) => {
+      server!.stdout!.once('data', () => resolve());
+      server!.once('exit', (code) => reject(new Error(`server exited (${code})`)));
+    });
+    const client = await connect('fd00:30::41', 80);
+    assert.equal(client.stdout, 'pong6', client.stderr);
+    assert.deepEqual((await dp.programmed()).map((f) => f.address).sort(), ['172.30.0.44:80', '[fd00:30::41]:80']);
+    assert.deepEqual((await dp.programmed()).find((f) => f.address === '[fd00:30::41]:80')?.backends, ['[fd00:180::1]:8080']);
+
+    // A partial sync (a second IPv6 port, with affinity) and a later full sync (flush and refill
+    // in place) on the real kernel: both ports still reach the endpoint.
+    const v6b = sp({ namespace: 'ns2', name: 'svc6b', clusterIP: 'fd00:30::42', family: 6, port: 81, affinityTimeoutSeconds: 30,
+      endpoints: [ep('fd00:180::1', 8080)] });
+    const t2 = tableOf(v4, v6, v6b);
+    await dp.apply(diff(t, t2), t2, { full: false });
+    assert.match(dp.lastTransaction6, /^add element ip6 rudder service-ips \{ fd00:30::42 \. tcp \. 81 /m);
+    assert.doesNotMatch(dp.lastTransaction6, /delete table|flush/);
+    assert.equal((await connect('fd00:30::42', 81)).stdout, 'pong6');
+    await dp.apply([], t2, { full: true });
+    assert.match(dp.lastTransaction6, /^flush map ip6 rudder service-ips$/m);
+    assert.equal((await connect('fd00:30::41', 80)).stdout, 'pong6');
+    assert.equal((await connect('fd00:30::42', 81)).stdout, 'pong6');
+
+    await dp.cleanup();
+    const tables = (await execOk(['ip', 'netns', 'exec', ns, 'nft', 'list', 'tables'])).stdout;
+    assert.doesNotMatch(tables, /rudder/);
+  });
+});

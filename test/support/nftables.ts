@@ -205,8 +205,8 @@ export class FakeNft {
       out.push({ chain: { family, table, name, handle: 1 } });
       for (const r of c.rules) {
         const exprs: unknown[] = chainRefs(r).map((target) => ({ goto: { target } }));
-        const d = /dnat to ([\d.]+):(\d+)/.exec(r);
-        if (d !== null) exprs.push({ dnat: { addr: d[1], port: Number(d[2]) } });
+        const d = /dnat to (?:([\d.]+)|\[([0-9a-f:]+)\]):(\d+)/.exec(r);
+        if (d !== null) exprs.push({ dnat: { addr: d[1] ?? d[2], port: Number(d[3]) } });
         out.push({ rule: { family, table, chain: name, handle: 1, expr: exprs } });
       }
     }
@@ -222,6 +222,8 @@ export class FakeNftExec {
   kernel = new FakeNft();
   /** When set, the next `nft -f` fails with this result and changes nothing. */
   failNext: ExecResult | null = null;
+  /** A kernel without IPv6: `nft -c` refuses anything ip6. */
+  noIPv6 = false;
 
   readonly fn = async (argv: readonly string[], opts: { input?: string } = {}): Promise<ExecResult> => {
     this.calls.push({ argv: [...argv], input: opts.input ?? '' });
@@ -229,6 +231,14 @@ export class FakeNftExec {
     if (argv[0] === 'conntrack') return { code: 1, stdout: '', stderr: 'conntrack v1.4.7 (conntrack-tools): 0 flow entries have been deleted.\n' };
     if (argv[0] !== 'nft') return { code: 127, stdout: '', stderr: `${argv[0]}: not found` };
     if (argv[1] === '--version') return ok('nftables v1.0.6 (Lester Gooch #5)\n');
+    if (argv[1] === '-c' && argv[2] === '-f') {
+      // Check mode: validated against a copy, never applied.
+      if (this.noIPv6 && /\bip6\b/.test(opts.input ?? '')) return { code: 1, stdout: '', stderr: 'Error: Could not process rule: Address family not supported by protocol\n' };
+      const copy = new FakeNft();
+      copy.tables = this.kernel.tables;
+      const err = copy.run(opts.input ?? '');
+      return err === null ? ok() : { code: 1, stdout: '', stderr: err + '\n' };
+    }
     if (argv[1] === '-f') {
       if (this.failNext !== null) {
         const r = this.failNext;

@@ -102,16 +102,22 @@ test('partial sync writes only the changed port\'s elements, and ends where a fu
   assert.equal(fake.calls.filter((c) => c.argv[1] === '-j').length, 0, 'partial syncs read nothing back');
 });
 
-test('a sync without changes runs nothing; neither does a change to an IPv6 port', async () => {
+test('a sync without changes runs nothing; a change to an IPv6 port touches only ip6 rudder', async () => {
   const { fake, dp } = setup();
   const t = tableOf(svc1);
   await sync(dp, new Map(), t, true);
   const n = fake.calls.length;
   assert.deepEqual(await dp.apply([], t, { full: false }), { written: 0, bytes: 0 });
+  assert.equal(fake.calls.length, n);
+  const v4 = fake.kernel.dump();
   const v6 = sp({ namespace: 'ns1', name: 'svc1', clusterIP: 'fd00::41', family: 6, endpoints: [] });
   const t6 = tableOf(svc1, v6);
-  assert.deepEqual(await dp.apply(diff(t, t6), t6, { full: false }), { written: 0, bytes: 0 });
-  assert.equal(fake.calls.length, n);
+  assert.ok((await dp.apply(diff(t, t6), t6, { full: false })).written > 0);
+  assert.equal(fake.transactions().length, 2);
+  assert.match(fake.last(), /^add table ip6 rudder\ndelete table ip6 rudder\nadd table ip6 rudder\n/);
+  assert.doesNotMatch(fake.last(), / ip rudder /);
+  assert.equal(fake.kernel.dump(), v4);
+  assert.match(fake.kernel.dump('ip6 rudder'), /fd00::41 \. tcp \. 80 comment "cluster-ip ns1\/svc1:p80\/TCP\/v6" : goto reject-chain/);
 });
 
 test('a failed transaction throws EAPPLY with nft\'s stderr, changes nothing, and the next sync is full', async () => {
@@ -237,7 +243,7 @@ test('cleanup deletes the table ip rudder and nothing else; it is idempotent; th
   assert.ok(fake.kernel.table('ip', 'other')?.chains.has('c'));
   assert.deepEqual(await dp.programmed(), [], 'no table: nothing programmed');
   await dp.cleanup();
-  assert.equal(fake.last(), 'add table ip rudder\ndelete table ip rudder\n');
+  assert.deepEqual(fake.transactions().slice(-2), ['add table ip rudder\ndelete table ip rudder\n', 'add table ip6 rudder\ndelete table ip6 rudder\n']);
   await dp.apply([], t, { full: false });
   assert.match(fake.last(), /^add table ip rudder\ndelete table ip rudder\nadd table ip rudder\n/);
   assert.equal(fake.kernel.dump(), await fullDump(t));
@@ -347,4 +353,112 @@ test('equivalence: random partial syncs leave the same table as a full sync of t
 
 test('equivalence with delayed chain deletion (kernels before 6.2): every transaction is accepted', async () => {
   for (let seed = 101; seed <= 110; seed++) await randomSyncs(seed, false);
+});
+
+// ---- IPv6: a second table, ip6 rudder -------------------------------------------------------
+
+const web6 = sp({ namespace: 'ns1', name: 'web', clusterIP: 'fd00:30::41', family: 6, nodePort: 3006,
+  endpoints: [ep('fd00:180::1', 8080), ep('fd00:180::2', 8080)] });
+const sticky6 = sp({ namespace: 'ns2', name: 'sticky', clusterIP: 'fd00:30::42', family: 6, protocol: 'UDP', port: 53,
+  affinityTimeoutSeconds: 30, endpoints: [ep('fd00:180::3', 53), ep('fd00:180::4', 53)] });
+const lb6 = sp({ namespace: 'ns3', name: 'lb', clusterIP: 'fd00:30::43', family: 6, loadBalancerIPs: ['2001:db8::10'],
+  loadBalancerSourceRanges: ['2001:db8:1::/48', '10.0.0.0/8'], externalPolicyLocal: true,
+  endpoints: [ep('fd00:180::5', 80, { local: true }), ep('fd00:181::5', 80)] });
+const DUAL_CFG: ProxyConfig = { ...CFG, clusterCIDRs: [...CFG.clusterCIDRs, 'fd00:180::/40'] };
+
+test('dual stack: IPv4 elements only in ip rudder, IPv6 ones only in ip6 rudder; the IPv4 table is as without IPv6', async () => {
+  const { fake, dp } = setup({ config: DUAL_CFG });
+  const t = tableOf(svc1, svc2, web6, sticky6, lb6);
+  await sync(dp, new Map(), t, true);
+  const txs = fake.transactions();
+  assert.equal(txs.length, 2, 'one transaction per family');
+  assert.match(txs[0]!, /^add table ip rudder\n/);
+  assert.match(txs[1]!, /^add table ip6 rudder\n/);
+  assert.doesNotMatch(txs[0]!, /ip6|fd00:|2001:db8/);
+  assert.doesNotMatch(txs[1]!, / ip rudder |172\.30\.|10\.180\.|ipv4_addr|ip saddr|ip daddr|dnat ip to/);
+  const v4 = fake.kernel.dump('ip rudder');
+  const v6 = fake.kernel.dump('ip6 rudder');
+  assert.equal(v4, await fullDump(tableOf(svc1, svc2), DUAL_CFG));
+  assert.match(v6, /fd00:30::41 \. tcp \. 80 comment "cluster-ip ns1\/web:p80\/TCP\/v6" : goto ip-internal/);
+  assert.match(v6, /fd00:30::41 \. tcp \. 80 \. 1 : fd00:180::2 \. 8080/);
+  assert.match(v6, /tcp \. 3006 comment "nodeport ns1\/web:p80\/TCP\/v6" : goto np-external/);
+  assert.match(v6, /map ip-eps-2 \{ typeof ip6 daddr \. meta l4proto \. th dport \. numgen random mod 2 : ip6 daddr \. th dport ; \}/);
+  assert.match(v6, /dnat ip6 to ip6 daddr \. meta l4proto \. th dport \. numgen random mod 2 map @ip-eps-2/);
+  assert.match(v6, /fib daddr type local ip6 daddr != ::1 meta l4proto \. th dport vmap @service-nodeports/);
+  assert.match(v6, /ip6 saddr != fd00:180::\/40 jump mark-for-masquerade/);
+  assert.match(v6, /set cluster-ips \{ type ipv6_addr ; \}/);
+  assert.match(v6, /fd00:180::1 \. fd00:180::1/);
+  // Affinity: ip6 sets and bracketed DNAT targets.
+  assert.match(v6, /type ipv6_addr ; flags dynamic,timeout ; timeout 30s ;/);
+  assert.match(v6, /update @aff-\S+-30 \{ ip6 saddr \}/);
+  assert.match(v6, /meta l4proto udp dnat to \[fd00:180::3\]:53/);
+  // Source ranges: only the IPv6 ones.
+  assert.match(v6, /2001:db8::10 \. tcp \. 80 \. 2001:db8:1::\/48/);
+  assert.doesNotMatch(v6, /10\.0\.0\.0\/8/);
+});
+
+test('dual stack: partial IPv6 syncs write only ip6 rudder and end where a full sync would', async () => {
+  const { fake, dp } = setup({ config: DUAL_CFG });
+  const t0 = tableOf(svc1, web6, sticky6);
+  await sync(dp, new Map(), t0, true);
+  const v4 = fake.kernel.dump('ip rudder');
+  const n = fake.transactions().length;
+  const web6b = sp({ ...web6, endpoints: [ep('fd00:180::1', 8080), ep('fd00:180::7', 8080), ep('fd00:180::8', 8080)] });
+  const sticky6b = sp({ ...sticky6, endpoints: [ep('fd00:180::3', 53)] });
+  const t1 = tableOf(svc1, web6b, sticky6b, lb6);
+  await sync(dp, t0, t1);
+  assert.equal(fake.transactions().length, n + 1, 'one transaction: the IPv4 table has nothing to do');
+  assert.match(fake.last(), /^add map ip6 rudder ip-eps-3 /m);
+  assert.doesNotMatch(fake.last(), / ip rudder |delete table|flush map ip6 rudder service-ips/);
+  assert.equal(fake.kernel.dump('ip rudder'), v4);
+  const ref = setup({ config: DUAL_CFG });
+  await sync(ref.dp, new Map(), t1, true);
+  assert.equal(fake.kernel.dump('ip6 rudder'), ref.fake.kernel.dump('ip6 rudder'));
+  // Removing every IPv6 port empties ip6 rudder's services but keeps the table.
+  const t2 = tableOf(svc1);
+  await sync(dp, t1, t2);
+  assert.doesNotMatch(fake.kernel.dump('ip6 rudder'), /fd00:30:|fd00:18\d::\d/);
+  assert.match(fake.kernel.dump('ip6 rudder'), /^table ip6 rudder$/m);
+});
+
+test('dual stack: programmed() reads back both tables; cleanup removes both', async () => {
+  const { fake, dp } = setup({ config: DUAL_CFG });
+  const t = tableOf(svc1, svc2, web6, sticky6, lb6);
+  await sync(dp, new Map(), t, true);
+  const got = (await dp.programmed()).map((f) => ({ ...f, backends: [...f.backends].sort() }));
+  const want = [...expectedState(t).values()].filter((f) => f.backends.length > 0).map((f) => ({ ...f, backends: [...f.backends].sort() }));
+  const key = (f: { service: string; kind: string; address: string }): string => `${f.service}|${f.kind}|${f.address}`;
+  assert.deepEqual(got.sort((a, b) => key(a).localeCompare(key(b))), want.sort((a, b) => key(a).localeCompare(key(b))));
+  assert.ok(got.some((f) => f.address === '[fd00:30::41]:80' && f.backends.join() === '[fd00:180::1]:8080,[fd00:180::2]:8080'));
+  await dp.cleanup();
+  assert.equal(fake.kernel.table('ip', 'rudder'), undefined);
+  assert.equal(fake.kernel.table('ip6', 'rudder'), undefined);
+  assert.deepEqual(await dp.programmed(), []);
+});
+
+test('an IPv4-only table never touches ip6 rudder', async () => {
+  const { fake, dp } = setup();
+  const t0 = tableOf(svc1);
+  await sync(dp, new Map(), t0, true);
+  const t1 = tableOf(svc1, svc2);
+  await sync(dp, t0, t1);
+  await dp.apply([], t1, { full: true });
+  assert.ok(fake.transactions().every((tx) => !/ip6/.test(tx)));
+  assert.equal(fake.kernel.table('ip6', 'rudder'), undefined);
+});
+
+test('a kernel without IPv6 nftables: one info log, IPv6 ports skipped, IPv4 programmed', async () => {
+  const fake = new FakeNftExec();
+  fake.noIPv6 = true;
+  const logger = memoryLogger();
+  const dp = new NftablesDataPlane({ config: DUAL_CFG, logger, exec: fake.fn, deleteChainsAtOnce: true });
+  const t0 = tableOf(svc1, web6);
+  await sync(dp, new Map(), t0, true);
+  const t1 = tableOf(svc1, web6, sticky6);
+  await sync(dp, t0, t1);
+  assert.equal(logger.lines.filter((l) => /IPv6 service ports will not be programmed/.test(l)).length, 1);
+  assert.ok(fake.transactions().every((tx) => !/ip6/.test(tx)));
+  assert.equal(fake.kernel.dump(), await fullDump(tableOf(svc1), DUAL_CFG));
+  await dp.cleanup();
+  assert.ok(fake.transactions().every((tx) => !/ip6/.test(tx)));
 });

@@ -13,13 +13,14 @@ import { disjointRanges } from '../../src/dataplane/nftables/render.js';
 import { TableState } from '../../src/dataplane/nftables/state.js';
 import { Transaction } from '../../src/dataplane/nftables/transaction.js';
 import type { ProxyConfig, ServicePort } from '../../src/model/types.js';
-import { CFG } from '../support/iptables.js';
+import { CFG, ep, sp } from '../support/iptables.js';
+import { FakeNft } from '../support/nftables.js';
 import { SCENARIOS } from '../support/scenarios.js';
 
 const GOLDEN_DIR = fileURLToPath(new URL('../../../test/golden/nftables/', import.meta.url));
 
-function renderFull(ports: ServicePort[], cfg: ProxyConfig = CFG): string {
-  const state = new TableState(nftConfig(cfg).config);
+function renderFull(ports: ServicePort[], cfg: ProxyConfig = CFG, family: 4 | 6 = 4): string {
+  const state = new TableState(nftConfig(cfg, 14, family).config);
   state.load([...ports].sort((a, b) => (a.id < b.id ? -1 : 1)));
   const { tx } = fullTransaction(state, { recreate: true, existingChains: new Set(), deleteChains: true });
   assert.equal(tx.error(), null);
@@ -41,6 +42,48 @@ const scenarios = SCENARIOS;
 for (const [name, s] of Object.entries(scenarios)) {
   test(`golden ${name}`, () => golden(name, renderFull(s.ports, s.cfg)));
 }
+
+// IPv6: the table ip6 rudder, same layout (ClusterIP with two endpoints and a NodePort, eTP=Local
+// LB with source ranges, UDP affinity, no endpoints, an external IP).
+const CFG6: ProxyConfig = { ...CFG, clusterCIDRs: [...CFG.clusterCIDRs, 'fd00:180::/40'], nodeIPs: [...CFG.nodeIPs, 'fd00:1::5'] };
+const V6_PORTS: ServicePort[] = [
+  sp({ namespace: 'ns1', name: 'web', clusterIP: 'fd00:30::41', family: 6, nodePort: 3006, externalIPs: ['2001:db8::7'],
+    endpoints: [ep('fd00:180::1', 8080), ep('fd00:180::2', 8080), ep('fd00:181::3', 8080)] }),
+  sp({ namespace: 'ns2', name: 'lb', clusterIP: 'fd00:30::42', family: 6, nodePort: 3007, loadBalancerIPs: ['2001:db8::10'],
+    loadBalancerSourceRanges: ['2001:db8:1::/48', 'fd00:1::/64', '10.0.0.0/8'], externalPolicyLocal: true,
+    endpoints: [ep('fd00:180::5', 80, { local: true }), ep('fd00:181::5', 80)] }),
+  sp({ namespace: 'ns3', name: 'dns', clusterIP: 'fd00:30::43', family: 6, protocol: 'UDP', port: 53, affinityTimeoutSeconds: 30,
+    endpoints: [ep('fd00:180::6', 53), ep('fd00:180::7', 53)] }),
+  sp({ namespace: 'ns4', name: 'empty', clusterIP: 'fd00:30::44', family: 6 }),
+];
+
+test('golden ipv6-dual-stack (ip6 rudder)', () => {
+  const text = renderFull(V6_PORTS, CFG6, 6);
+  golden('ipv6-dual-stack', text);
+  assert.doesNotMatch(text, / ip rudder |ipv4_addr|\bip (s|d)addr|dnat ip to|127\.0\.0\.0|10\.0\.0\.0/);
+  assert.match(text, /2001:db8::10 \. tcp \. 80 \. 2001:db8::10\/128/, 'the node address admits the LB IP as source');
+});
+
+test('nftConfig per family', () => {
+  const v6 = nftConfig(CFG6, 14, 6).config;
+  assert.equal(v6.family, 'ip6');
+  assert.deepEqual(v6.clusterCIDRs, ['fd00:180::/40']);
+  assert.equal(v6.nodeIP, 'fd00:1::5');
+  assert.equal(nftConfig(CFG6).config.family, 'ip');
+  assert.deepEqual(disjointRanges(['fd00::/64', 'fd00::/48', '10.0.0.0/8', '2001:db8::1'], 6), ['2001:db8::1/128', 'fd00::/48']);
+  assert.equal(companionOf('ip-pick-2', 'ip6')?.spec, pickObjects('ip', 'own', 2, 'ip6')[0].spec);
+  assert.match(companionOf('aff-ep-abcdefghijklmnop-30', 'ip6')?.spec ?? '', /^type ipv6_addr ;/);
+});
+
+test('read-back of ip6 rudder: bracketed addresses', () => {
+  const fake = new FakeNft();
+  assert.equal(fake.run(renderFull(V6_PORTS, CFG6, 6)), null);
+  const fe = programmedFrontends(fake.listTableJson('ip6', 'rudder')!);
+  const web = fe.find((f) => f.address === '[fd00:30::41]:80');
+  assert.deepEqual(web, { service: 'ns1/web:p80/TCP/v6', kind: 'clusterIP', address: '[fd00:30::41]:80', backends: ['[fd00:180::1]:8080', '[fd00:180::2]:8080', '[fd00:181::3]:8080'] });
+  assert.deepEqual(fe.find((f) => f.address === '[fd00:30::43]:53')?.backends, ['[fd00:180::6]:53', '[fd00:180::7]:53']);
+  assert.ok(fe.some((f) => f.address === '*:3006'));
+});
 
 test('transaction: adding never throws, bad input is reported, element operations are batched', () => {
   const tx = new Transaction();

@@ -1,6 +1,8 @@
-// The nftables data plane: kube-proxy's semantics in one table, `ip rudder` (IPv4; IPv6 would be
-// a second table `ip6 rudder` with the same layout and ip6 expressions), programmed through one
-// `nft -f -` transaction per sync.
+// The nftables data plane: kube-proxy's semantics in one table per IP family, `ip rudder` for
+// IPv4 service ports and `ip6 rudder` for IPv6 ones (the same layout with ip6 expressions and
+// ipv6_addr types), each programmed through one `nft -f -` transaction per sync (family.ts).
+// The IPv6 table is only created once there are IPv6 service ports, and skipped (one info log)
+// where the kernel cannot hold an ip6 table.
 //
 // Why a flat layout rather than kube-proxy's. kube-proxy's nftables proxier (pkg/proxy/nftables)
 // dispatches through verdict maps but gives every service port its own chains (service-, local-,
@@ -39,7 +41,7 @@
 // trace` and the iptables plane: the no-endpoint checks of node-originated traffic run after DNAT
 // (kube-proxy checks it before, so the node's own connections to an eTP=Local external address
 // without local endpoints are dropped there instead of masqueraded to the cluster set), and all
-// IPv4 cluster CIDRs identify pods. When two ports claim one frontend key, the ClusterIP wins,
+// cluster CIDRs of a family identify pods. When two ports claim one frontend key, the ClusterIP wins,
 // then an external IP, then an LB IP, then the lowest port id (kube-proxy's maps would refuse
 // the duplicate element and fail the whole sync).
 //
@@ -60,21 +62,14 @@
 // flushed at once and deleted by a later transaction, as kube-proxy does.
 
 import { release } from 'node:os';
-import { allPorts, beforeAfter } from '../../model/types.js';
-import type { Change, ProxyConfig, ServicePort, ServiceTable } from '../../model/types.js';
+import type { Change, ProxyConfig, ServiceTable } from '../../model/types.js';
 import type { Logger } from '../../observe/log.js';
 import { exec as defaultExec } from '../../util/exec.js';
 import { DataPlaneError } from '../dataplane.js';
 import type { ApplyOptions, ApplyResult, DataPlane, KernelToolOptions, ProgrammedFrontend } from '../dataplane.js';
-import { clearStaleConntrack } from '../conntrack.js';
 import type { ExecFn } from '../../util/exec.js';
-import { FAMILY, TABLE, nftConfig } from './layout.js';
-import type { NftConfig } from './layout.js';
-import { deleteChainsTransaction, deltaTransaction, fullTransaction } from './plan.js';
-import { parseChains, programmedFrontends } from './readback.js';
-import { TableState } from './state.js';
-import type { PortUpdate } from './state.js';
-import { Transaction } from './transaction.js';
+import { FAMILY, FAMILY6, TABLE } from './layout.js';
+import { FamilyTable, runNft } from './family.js';
 
 export type { ExecFn } from '../../util/exec.js';
 
@@ -98,22 +93,13 @@ export class NftablesDataPlane implements DataPlane {
   private readonly exec: ExecFn;
   private readonly logger: Logger;
   private readonly config: () => ProxyConfig;
-  private readonly masqueradeBit: number;
   private readonly deleteChainsAtOnce: boolean;
-  private readonly now: () => number;
   private initialized = false;
-  /** What the kernel holds after the last successful sync; undefined until the first one. */
-  private state: TableState | undefined;
-  private applied: NftConfig | undefined;
-  private needFull = true;
-  /** No full sync has landed in this process yet: the next one recreates the table. */
-  private fresh = true;
-  private lastWarnings = '';
-  private conntrackUsable = true;
-  /** Chains flushed by an earlier sync, to delete once they have been unused for a while. */
-  private readonly staleChains = new Map<string, number>();
-  /** The last transaction handed to nft (for debugging, tests and benchmarks). */
-  lastTransaction = '';
+  /** `ip rudder` (IPv4 service ports). */
+  private readonly v4: FamilyTable;
+  /** `ip6 rudder` (IPv6 service ports); undefined once init found that the kernel cannot hold it. */
+  private v6: FamilyTable | undefined;
+  private v6Checked = false;
 
   constructor(opts: NftablesDataPlaneOptions) {
     const bit = opts.masqueradeBit ?? 14;
@@ -122,19 +108,38 @@ export class NftablesDataPlane implements DataPlane {
     this.exec = opts.exec ?? defaultExec;
     const config = opts.config;
     this.config = typeof config === 'function' ? config : () => config;
-    this.masqueradeBit = bit;
     this.deleteChainsAtOnce = opts.deleteChainsAtOnce ?? kernelAtLeast(release(), 6, 2);
-    this.now = opts.now ?? Date.now;
+    const common = { exec: this.exec, masqueradeBit: bit, deleteChainsAtOnce: this.deleteChainsAtOnce, now: opts.now ?? Date.now };
+    this.v4 = new FamilyTable({ ...common, family: 4, logger: this.logger });
+    this.v6 = new FamilyTable({ ...common, family: 6, logger: this.logger.child({ family: 'IPv6' }) });
   }
 
-  /** Checks that nft runs. Throws DataPlaneError EINIT. */
+  /** The last IPv4 transaction handed to nft (for debugging, tests and benchmarks). */
+  get lastTransaction(): string {
+    return this.v4.lastTransaction;
+  }
+
+  /** The last IPv6 transaction handed to nft. */
+  get lastTransaction6(): string {
+    return this.v6?.lastTransaction ?? '';
+  }
+
+  private families(): FamilyTable[] {
+    return this.v6 === undefined ? [this.v4] : [this.v4, this.v6];
+  }
+
+  /**
+   * Checks that nft runs (DataPlaneError EINIT) and that the kernel accepts an ip6 table (`nft -c`:
+   * checked, never applied); without the latter IPv6 service ports are skipped.
+   */
   async init(): Promise<void> {
     let why = '';
     try {
       const r = await this.exec(['nft', '--version'], { timeoutMs: 10_000 });
       if (r.code === 0) {
-        this.initialized = true;
         this.logger.info('nftables data plane ready', { nft: r.stdout.trim(), table: `${FAMILY} ${TABLE}`, deleteChainsAtOnce: this.deleteChainsAtOnce });
+        await this.checkV6();
+        this.initialized = true;
         return;
       }
       why = r.stderr.trim() || `exit code ${r.code}`;
@@ -144,168 +149,55 @@ export class NftablesDataPlane implements DataPlane {
     throw new DataPlaneError('EINIT', `nft does not run: ${why}`, why);
   }
 
-  private settings(): NftConfig {
-    const { config, warnings } = nftConfig(this.config(), this.masqueradeBit);
-    const key = warnings.join('\n');
-    if (key !== this.lastWarnings) for (const w of warnings) this.logger.warn(w);
-    this.lastWarnings = key;
-    return config;
-  }
-
-  async apply(changes: readonly Change[], table: ServiceTable, opts: ApplyOptions): Promise<ApplyResult> {
-    if (!this.initialized) await this.init();
-    const cfg = this.settings();
-    const cfgChanged = this.applied !== undefined && JSON.stringify(this.applied) !== JSON.stringify(cfg);
-    const full = opts.full || this.needFull || cfgChanged || this.state === undefined;
-    if (!opts.full && full) {
-      this.logger.info('partial sync requested, doing a full sync', { reason: cfgChanged ? 'node config changed' : 'the last sync failed or none was done' });
-    }
-    let result: ApplyResult;
+  /** Once per process: whether the kernel accepts `ip6 rudder` (else one info log, and IPv6 is skipped). */
+  private async checkV6(): Promise<void> {
+    if (this.v6Checked) return;
+    this.v6Checked = true;
     try {
-      result = full ? await this.applyFull(table, cfg) : await this.applyPartial(changes);
+      await runNft(this.exec, `add table ${FAMILY6} ${TABLE}\n`, 'EAPPLY', true);
     } catch (e) {
-      // The kernel kept its previous state (nft -f is atomic); ours may have moved ahead of it.
-      this.needFull = true;
-      this.state = undefined;
-      throw e;
+      this.logger.info('IPv6 service ports will not be programmed', { table: `${FAMILY6} ${TABLE}`, why: (e as DataPlaneError).detail ?? (e as Error).message });
+      this.v6 = undefined;
     }
-    this.applied = cfg;
-    if (this.conntrackUsable) this.conntrackUsable = await clearStaleConntrack(this.exec, this.logger, changes);
-    return result;
-  }
-
-  private async applyFull(table: ServiceTable, cfg: NftConfig): Promise<ApplyResult> {
-    const ports: ServicePort[] = [];
-    let skippedV6 = 0;
-    for (const sp of allPorts(table)) {
-      if (sp.family === 4) ports.push(sp);
-      else skippedV6++;
-    }
-    if (skippedV6 > 0) this.logger.debug('IPv6 service ports skipped: the ip6 table is not implemented yet', { count: skippedV6 });
-    ports.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    const state = new TableState(cfg);
-    state.load(ports);
-    const contested = state.contested();
-    if (contested.length > 0) this.logger.warn('several service ports use the same frontend; the first (ClusterIP, then lowest id) wins', { frontends: contested.slice(0, 10).join(', '), count: contested.length });
-    const existingChains = this.fresh ? new Set<string>() : await this.listChains();
-    const planned = fullTransaction(state, { recreate: this.fresh, existingChains, deleteChains: this.deleteChainsAtOnce });
-    const text = await this.run(planned.tx);
-    this.state = state;
-    this.fresh = false;
-    this.needFull = false;
-    this.staleChains.clear();
-    this.remember(planned.staleChains);
-    this.logger.debug('nftables full sync applied', { ports: ports.length, elements: state.elementCount, operations: planned.tx.operations });
-    return { written: planned.tx.operations, bytes: Buffer.byteLength(text) };
-  }
-
-  private async applyPartial(changes: readonly Change[]): Promise<ApplyResult> {
-    const updates: PortUpdate[] = [];
-    for (const ch of changes) {
-      const { prev, next } = beforeAfter(ch);
-      const p = prev?.family === 4 ? prev : undefined;
-      const n = next?.family === 4 ? next : undefined;
-      if (p !== undefined || n !== undefined) updates.push({ id: ch.id, prev: p, next: n });
-    }
-    if (updates.length === 0) return { written: 0, bytes: 0 };
-    // The state moves ahead of the kernel here; if the transaction fails it is dropped (needFull).
-    const delta = this.state!.update(updates);
-    const planned = deltaTransaction(delta, this.deleteChainsAtOnce);
-    if (planned.tx.isEmpty()) return { written: 0, bytes: 0 };
-    await this.deleteStaleChains();
-    const text = await this.run(planned.tx);
-    for (const o of delta.created) this.staleChains.delete(o.name);
-    this.remember(planned.staleChains);
-    this.logger.debug('nftables partial sync applied', { changes: updates.length, operations: planned.tx.operations });
-    return { written: planned.tx.operations, bytes: Buffer.byteLength(text) };
-  }
-
-  private remember(chains: readonly string[]): void {
-    const now = this.now();
-    for (const c of chains) this.staleChains.set(c, now);
   }
 
   /**
-   * Deletes chains unused for a second or more (kernels before 6.2), in a transaction of their
-   * own just before a sync's. Best effort: a failure is retried next time.
+   * One transaction per family, IPv4 first. A failure of either is thrown (after the other family
+   * has had its turn) and makes both families' next sync full.
    */
-  private async deleteStaleChains(): Promise<void> {
-    if (this.staleChains.size === 0 || this.state === undefined) return;
-    const due = [...this.staleChains].filter(([c, t]) => t <= this.now() - 1000 && !this.state!.hasObject(c)).map(([c]) => c).sort();
-    if (due.length === 0) return;
-    try {
-      await this.nft(deleteChainsTransaction(due).toString(), 'EAPPLY');
-      for (const c of due) this.staleChains.delete(c);
-    } catch (e) {
-      this.logger.warn('could not delete unused chains; will retry', { chains: due.length, error: e as Error });
+  async apply(changes: readonly Change[], table: ServiceTable, opts: ApplyOptions): Promise<ApplyResult> {
+    if (!this.initialized) await this.init();
+    const node = this.config();
+    const total: ApplyResult = { written: 0, bytes: 0 };
+    let failure: unknown;
+    for (const fam of this.families()) {
+      try {
+        const r = await fam.apply(changes, table, node, opts.full);
+        total.written += r.written;
+        total.bytes += r.bytes;
+      } catch (e) {
+        failure ??= e;
+      }
     }
-  }
-
-  /** Checks and runs one sync transaction. Throws DataPlaneError EAPPLY (apply then makes the next sync full). */
-  private async run(tx: Transaction): Promise<string> {
-    const invalid = tx.error();
-    if (invalid !== null) throw new DataPlaneError('EAPPLY', `nftables transaction not built: ${invalid}`);
-    const text = tx.toString();
-    this.lastTransaction = text;
-    await this.nft(text, 'EAPPLY');
-    return text;
-  }
-
-  /** `nft -f -` with `text` on stdin; a failure becomes DataPlaneError `code` carrying nft's stderr. */
-  private async nft(text: string, code: 'EAPPLY' | 'ECLEANUP'): Promise<void> {
-    let r;
-    try {
-      r = await this.exec(['nft', '-f', '-'], { input: text, timeoutMs: 300_000 });
-    } catch (e) {
-      throw new DataPlaneError(code, `nft could not run: ${(e as Error).message}`);
+    if (failure !== undefined) {
+      // The syncer's retry may carry only later changes: let both families start from the table.
+      for (const fam of this.families()) fam.invalidate();
+      throw failure;
     }
-    if (r.code === 0) return;
-    const stderr = r.stderr.trim();
-    const first = stderr.split('\n')[0] ?? '';
-    throw new DataPlaneError(code, `nft -f failed (exit ${r.code}): ${first}`, stderr);
+    return total;
   }
 
-  private async list(argv: string[], code: 'EAPPLY' | 'EREAD'): Promise<string | null> {
-    let r;
-    try {
-      r = await this.exec(['nft', '-j', ...argv], { timeoutMs: 300_000 });
-    } catch (e) {
-      throw new DataPlaneError(code, `nft -j ${argv.join(' ')} could not run: ${(e as Error).message}`);
-    }
-    if (r.code === 0) return r.stdout;
-    if (/No such file or directory/.test(r.stderr)) return null;
-    throw new DataPlaneError(code, `nft -j ${argv.join(' ')} failed (exit ${r.code})`, r.stderr.trim());
-  }
-
-  /** Our table's chains (`list chains` reads no set elements, unlike listing the table). */
-  private async listChains(): Promise<Set<string>> {
-    const text = await this.list(['list', 'chains', FAMILY], 'EAPPLY');
-    try {
-      return text === null ? new Set() : parseChains(text);
-    } catch (e) {
-      throw new DataPlaneError('EAPPLY', `nft -j list chains: unreadable output: ${(e as Error).message}`);
-    }
-  }
-
-  /** Frontends and backends as the table has them. Throws DataPlaneError EREAD. */
+  /** Frontends and backends as both tables have them. Throws DataPlaneError EREAD. */
   async programmed(): Promise<ProgrammedFrontend[]> {
-    const text = await this.list(['list', 'table', FAMILY, TABLE], 'EREAD');
-    if (text === null) return [];
-    try {
-      return programmedFrontends(text);
-    } catch (e) {
-      throw new DataPlaneError('EREAD', `nft -j list table: unreadable output: ${(e as Error).message}`);
-    }
+    await this.checkV6();
+    const out: ProgrammedFrontend[] = [];
+    for (const fam of this.families()) out.push(...await fam.programmed());
+    return out;
   }
 
-  /** Deletes the table `ip rudder` (and nothing else); idempotent. Throws DataPlaneError ECLEANUP. */
+  /** Deletes the tables `ip rudder` and `ip6 rudder` (and nothing else); idempotent. Throws DataPlaneError ECLEANUP. */
   async cleanup(): Promise<void> {
-    const tx = new Transaction(FAMILY, TABLE).addTable().deleteTable();
-    await this.nft(tx.toString(), 'ECLEANUP');
-    this.state = undefined;
-    this.needFull = true;
-    this.fresh = true;
-    this.staleChains.clear();
-    this.logger.info('nftables table removed', { table: `${FAMILY} ${TABLE}` });
+    await this.checkV6();
+    for (const fam of this.families()) await fam.cleanup();
   }
 }

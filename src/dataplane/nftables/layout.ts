@@ -1,7 +1,7 @@
 // Names and fixed parts of the nftables layout (see index.ts for why it looks like this). Pure.
 //
-// Everything lives in the table `ip rudder` (IPv4 only; IPv6 would be a second table
-// `ip6 rudder` with the same layout and ip6 expressions). Objects are named so that a name fixes
+// IPv4 service ports live in the table `ip rudder`, IPv6 ones in `ip6 rudder`: the same layout,
+// with ip6 expressions and ipv6_addr types (`NftConfig.family` says which). Objects are named so that a name fixes
 // the definition: the per-count chains and maps carry the count in their name, the affinity
 // sets the timeout. A full sync can therefore `add` every object it wants without comparing
 // definitions, and derive a stale map or set from its companion chain's name.
@@ -12,8 +12,18 @@ import type { ProxyConfig } from '../../model/types.js';
 import { renderConfig as iptablesRenderConfig } from '../iptables/render.js';
 import type { BaseChainSpec, SetKind } from './transaction.js';
 
-export const FAMILY = 'ip';
+/** The nftables address family of a table: `ip` (IPv4) or `ip6` (IPv6). */
+export type NftFamily = 'ip' | 'ip6';
+export const FAMILY: NftFamily = 'ip';
+export const FAMILY6: NftFamily = 'ip6';
 export const TABLE = 'rudder';
+
+export function nftFamily(family: 4 | 6): NftFamily {
+  return family === 4 ? 'ip' : 'ip6';
+}
+
+/** The address type of a family's sets and maps. */
+export const ADDR_TYPE: Record<NftFamily, string> = { ip: 'ipv4_addr', ip6: 'ipv6_addr' };
 
 // Dispatch: frontend -> class chain.
 export const SERVICE_IPS = 'service-ips';
@@ -53,7 +63,15 @@ const CLUSTER_IPS_CHECK = 'cluster-ips-check';
 /** The frontend key of each family of dispatch maps: VIPs by address, NodePorts by port only. */
 export type KeyFamily = 'ip' | 'np';
 export const KEY_EXPR: Record<KeyFamily, string> = { ip: 'ip daddr . meta l4proto . th dport', np: 'meta l4proto . th dport' };
-const KEY_TYPE: Record<KeyFamily, string> = { ip: 'ipv4_addr . inet_proto . inet_service', np: 'inet_proto . inet_service' };
+
+/** KEY_EXPR for a table's family (`ip6 daddr . ...` in `ip6 rudder`). */
+export function keyExpr(f: KeyFamily, fam: NftFamily = 'ip'): string {
+  return f === 'ip' ? `${fam} daddr . meta l4proto . th dport` : KEY_EXPR.np;
+}
+
+function keyType(f: KeyFamily, fam: NftFamily): string {
+  return f === 'ip' ? `${ADDR_TYPE[fam]} . inet_proto . inet_service` : 'inet_proto . inet_service';
+}
 
 /** Which endpoint set a pick serves: the frontend's own (internal / external policy) or the cluster set (eTP=Local short-circuits). */
 export type Role = 'own' | 'cluster';
@@ -89,29 +107,31 @@ export function sameObject(a: ObjectDef, b: ObjectDef): boolean {
 
 /** Node-level inputs of the layout, from ProxyConfig. */
 export interface NftConfig {
+  /** Which table: `ip rudder` (IPv4 service ports) or `ip6 rudder` (IPv6). */
+  family: NftFamily;
   /** "0x4000" for bit 14. */
   masqueradeMark: string;
   masqueradeAll: boolean;
-  /** IPv4 pod CIDRs: sources inside are pods. Empty: no pod detection (no short-circuit, no off-cluster masquerade). */
+  /** Pod CIDRs of the family: sources inside are pods. Empty: no pod detection (no short-circuit, no off-cluster masquerade). */
   clusterCIDRs: string[];
-  /** Primary IPv4 node address, "" when unknown (LB source ranges containing it admit the LB IPs as sources). */
+  /** Primary node address of the family, "" when unknown (LB source ranges containing it admit the LB IPs as sources). */
   nodeIP: string;
   /** null: NodePorts on every local address (`fib daddr type local`); else only on these. */
   nodePortIPs: string[] | null;
 }
 
 /**
- * Derives the IPv4 settings. Never throws; problems come back as warnings. NodePort addresses
- * and the primary node IP are decided exactly as the iptables data plane decides them; every
- * IPv4 cluster CIDR identifies pods, as `rudder trace` assumes.
+ * Derives one family's settings (default IPv4). Never throws; problems come back as warnings.
+ * NodePort addresses and the primary node IP are decided exactly as the iptables data plane
+ * decides them; every cluster CIDR of the family identifies pods, as `rudder trace` assumes.
  */
-export function nftConfig(cfg: ProxyConfig, masqueradeBit = 14): { config: NftConfig; warnings: string[] } {
-  const { config: ipt, warnings } = iptablesRenderConfig(cfg, masqueradeBit);
-  const clusterCIDRs = cfg.clusterCIDRs.filter((c) => parseCIDR(c)?.family === 4);
+export function nftConfig(cfg: ProxyConfig, masqueradeBit = 14, family: 4 | 6 = 4): { config: NftConfig; warnings: string[] } {
+  const { config: ipt, warnings } = iptablesRenderConfig(cfg, masqueradeBit, family);
+  const clusterCIDRs = cfg.clusterCIDRs.filter((c) => parseCIDR(c)?.family === family);
   return {
-    config: { masqueradeMark: ipt.masqueradeMark, masqueradeAll: cfg.masqueradeAll, clusterCIDRs, nodeIP: ipt.nodeIP, nodePortIPs: ipt.nodePortIPs },
+    config: { family: nftFamily(family), masqueradeMark: ipt.masqueradeMark, masqueradeAll: cfg.masqueradeAll, clusterCIDRs, nodeIP: ipt.nodeIP, nodePortIPs: ipt.nodePortIPs },
     // The iptables plane can use only one cluster CIDR; this one uses them all.
-    warnings: warnings.filter((w) => !w.startsWith('several IPv4 clusterCIDRs')),
+    warnings: warnings.filter((w) => !w.startsWith(`several IPv${family} clusterCIDRs`)),
   };
 }
 
@@ -133,12 +153,12 @@ export function endpointMapName(f: KeyFamily, role: Role, n: number): string {
 }
 
 /** The chain and map that pick one of `n` endpoints at random for any frontend with `n` of them. */
-export function pickObjects(f: KeyFamily, role: Role, n: number): [ObjectDef, ObjectDef] {
+export function pickObjects(f: KeyFamily, role: Role, n: number, fam: NftFamily = 'ip'): [ObjectDef, ObjectDef] {
   const map = endpointMapName(f, role, n);
-  const key = `${KEY_EXPR[f]} . numgen random mod ${n}`;
+  const key = `${keyExpr(f, fam)} . numgen random mod ${n}`;
   return [
-    { kind: 'map', name: map, spec: `typeof ${key} : ip daddr . th dport ;`, rebuild: true },
-    { kind: 'chain', name: pickChainName(f, role, n), rules: [`dnat ip to ${key} map @${map}`] },
+    { kind: 'map', name: map, spec: `typeof ${key} : ${fam} daddr . th dport ;`, rebuild: true },
+    { kind: 'chain', name: pickChainName(f, role, n), rules: [`dnat ${fam} to ${key} map @${map}`] },
   ];
 }
 
@@ -162,26 +182,26 @@ export function affinityNames(portName: string, proto: string, timeout: number):
   };
 }
 
-export function affinitySetDef(name: string, timeout: number): ObjectDef {
-  return { kind: 'set', name, spec: `type ipv4_addr ; flags dynamic,timeout ; timeout ${timeout}s ;`, keep: true };
+export function affinitySetDef(name: string, timeout: number, fam: NftFamily = 'ip'): ObjectDef {
+  return { kind: 'set', name, spec: `type ${ADDR_TYPE[fam]} ; flags dynamic,timeout ; timeout ${timeout}s ;`, keep: true };
 }
 
 /**
  * The set or map that goes with a chain of ours (so a stale one can be removed after a restart,
  * knowing only the chains: listing sets would read every element). Null if the chain has none.
  */
-export function companionOf(chain: string): ObjectDef | null {
+export function companionOf(chain: string, fam: NftFamily = 'ip'): ObjectDef | null {
   const pick = /^(ip|np)-(pick|cpick)-(\d+)$/.exec(chain);
-  if (pick !== null) return pickObjects(pick[1] as KeyFamily, pick[2] === 'pick' ? 'own' : 'cluster', Number(pick[3]))[0];
+  if (pick !== null) return pickObjects(pick[1] as KeyFamily, pick[2] === 'pick' ? 'own' : 'cluster', Number(pick[3]), fam)[0];
   const aff = /^aff-ep-([A-Za-z0-9]{16})-(\d+)$/.exec(chain);
-  if (aff !== null) return affinitySetDef(`aff-${aff[1]}-${aff[2]}`, Number(aff[2]));
+  if (aff !== null) return affinitySetDef(`aff-${aff[1]}-${aff[2]}`, Number(aff[2]), fam);
   return null;
 }
 
 // ---- the fixed objects ----------------------------------------------------------------------
 
-const vmap = (name: string, f: KeyFamily, comment?: string): ObjectDef =>
-  ({ kind: 'map', name, spec: `type ${KEY_TYPE[f]} : verdict ;`, ...(comment === undefined ? {} : { comment }) });
+const vmap = (name: string, type: string, comment?: string): ObjectDef =>
+  ({ kind: 'map', name, spec: `type ${type} : verdict ;`, ...(comment === undefined ? {} : { comment }) });
 const set = (name: string, type: string, flags = ''): ObjectDef =>
   ({ kind: 'set', name, spec: `type ${type} ;${flags === '' ? '' : ` flags ${flags} ;`}` });
 const chain = (name: string, rules: string[], base?: BaseChainSpec): ObjectDef =>
@@ -196,22 +216,27 @@ export const FIXED_SET_NAMES = [NODEPORT_IPS];
  * (sets and maps first, since rules refer to them). Rules depend only on `c`.
  */
 export function fixedObjects(c: NftConfig): ObjectDef[] {
-  const ipKey = KEY_EXPR.ip;
-  const npKey = KEY_EXPR.np;
+  const fam = c.family;
+  const addr = ADDR_TYPE[fam];
+  const ipKey = keyExpr('ip', fam);
+  const npKey = keyExpr('np', fam);
+  const ipType = keyType('ip', fam);
+  const npType = keyType('np', fam);
+  const loopback = fam === 'ip' ? '127.0.0.0/8' : '::1';
   const pods = c.clusterCIDRs.length === 0 ? '' : c.clusterCIDRs.length === 1 ? c.clusterCIDRs[0]! : `{ ${c.clusterCIDRs.join(', ')} }`;
   // NodePorts: on the selected addresses, or on every local address but loopback.
-  const onNodePortAddress = c.nodePortIPs === null ? 'fib daddr type local ip daddr != 127.0.0.0/8' : `ip daddr @${NODEPORT_IPS}`;
+  const onNodePortAddress = c.nodePortIPs === null ? `fib daddr type local ${fam} daddr != ${loopback}` : `${fam} daddr @${NODEPORT_IPS}`;
   const withNodePorts = c.nodePortIPs === null || c.nodePortIPs.length > 0;
 
   const internal: string[] = [];
   if (c.masqueradeAll) internal.push(`jump ${MARK_MASQ}`);
   // Off-cluster sources to a ClusterIP may have been routed here by another node: masquerade them.
-  else if (pods !== '') internal.push(`ip saddr != ${pods} jump ${MARK_MASQ}`);
+  else if (pods !== '') internal.push(`${fam} saddr != ${pods} jump ${MARK_MASQ}`);
   internal.push(`${ipKey} vmap @${IP_PICK}`);
 
   const externalLocal = (key: string, pick: string, clusterPick: string): string[] => [
     // Pods reach external addresses as if from outside and back: the cluster set, client kept.
-    ...(pods === '' ? [] : [`ip saddr ${pods} ${key} vmap @${clusterPick}`]),
+    ...(pods === '' ? [] : [`${fam} saddr ${pods} ${key} vmap @${clusterPick}`]),
     // The node itself: masqueraded (the VIP may be its own address) and sent to the cluster set.
     `fib saddr type local jump ${MARK_MASQ}`,
     `fib saddr type local ${key} vmap @${clusterPick}`,
@@ -221,36 +246,36 @@ export function fixedObjects(c: NftConfig): ObjectDef[] {
   ];
 
   const objects: ObjectDef[] = [
-    vmap(SERVICE_IPS, 'ip', 'rudder layout 1: ClusterIP, external IP and LB IP frontends'),
-    vmap(SERVICE_NODEPORTS, 'np', 'NodePort frontends'),
-    vmap(IP_PICK, 'ip'),
-    vmap(IP_CLUSTER_PICK, 'ip'),
-    vmap(NP_PICK, 'np'),
-    vmap(NP_CLUSTER_PICK, 'np'),
-    vmap(NO_ENDPOINT_SERVICES, 'ip', 'VIPs without usable endpoints: reject or drop'),
-    vmap(NO_ENDPOINT_NODEPORTS, 'np', 'NodePorts without usable endpoints: reject or drop'),
-    set(FIREWALL_IPS, KEY_TYPE.ip),
-    set(FIREWALL_ALLOW, `${KEY_TYPE.ip} . ipv4_addr`, 'interval'),
-    set(CLUSTER_IPS, 'ipv4_addr'),
-    set(HAIRPIN, 'ipv4_addr . ipv4_addr'),
+    vmap(SERVICE_IPS, ipType, 'rudder layout 1: ClusterIP, external IP and LB IP frontends'),
+    vmap(SERVICE_NODEPORTS, npType, 'NodePort frontends'),
+    vmap(IP_PICK, ipType),
+    vmap(IP_CLUSTER_PICK, ipType),
+    vmap(NP_PICK, npType),
+    vmap(NP_CLUSTER_PICK, npType),
+    vmap(NO_ENDPOINT_SERVICES, ipType, 'VIPs without usable endpoints: reject or drop'),
+    vmap(NO_ENDPOINT_NODEPORTS, npType, 'NodePorts without usable endpoints: reject or drop'),
+    set(FIREWALL_IPS, ipType),
+    set(FIREWALL_ALLOW, `${ipType} . ${addr}`, 'interval'),
+    set(CLUSTER_IPS, addr),
+    set(HAIRPIN, `${addr} . ${addr}`),
   ];
-  if (c.nodePortIPs !== null) objects.push(set(NODEPORT_IPS, 'ipv4_addr'));
+  if (c.nodePortIPs !== null) objects.push(set(NODEPORT_IPS, addr));
   objects.push(
     chain(MARK_MASQ, [`meta mark set meta mark | ${c.masqueradeMark}`]),
     chain(MASQUERADING, [
       // Hairpin: a pod that reached itself through a service must be masqueraded to get the reply.
-      `ct status dnat ip saddr . ip daddr @${HAIRPIN} jump ${MARK_MASQ}`,
+      `ct status dnat ${fam} saddr . ${fam} daddr @${HAIRPIN} jump ${MARK_MASQ}`,
       `meta mark & ${c.masqueradeMark} == 0 return`,
       // Clear the mark so a packet that re-traverses the stack is not masqueraded twice.
       `meta mark set meta mark ^ ${c.masqueradeMark}`,
       'masquerade fully-random',
     ]),
     chain(REJECT_CHAIN, ['reject']),
-    chain(FIREWALL_CHECK, [`${ipKey} @${FIREWALL_IPS} ${ipKey} . ip saddr != @${FIREWALL_ALLOW} drop`]),
+    chain(FIREWALL_CHECK, [`${ipKey} @${FIREWALL_IPS} ${ipKey} . ${fam} saddr != @${FIREWALL_ALLOW} drop`]),
     chain(SERVICE_ENDPOINTS_CHECK, [`${ipKey} vmap @${NO_ENDPOINT_SERVICES}`]),
     chain(NODEPORT_ENDPOINTS_CHECK, withNodePorts ? [`${onNodePortAddress} ${npKey} vmap @${NO_ENDPOINT_NODEPORTS}`] : []),
     // What reaches a ClusterIP un-NATed is a port no service uses: rejected, not left to time out.
-    chain(CLUSTER_IPS_CHECK, [`ip daddr @${CLUSTER_IPS} reject`]),
+    chain(CLUSTER_IPS_CHECK, [`${fam} daddr @${CLUSTER_IPS} reject`]),
     chain(CLASS_CHAINS.ipInternal, internal),
     chain(CLASS_CHAINS.ipExternal, [`jump ${MARK_MASQ}`, `${ipKey} vmap @${IP_PICK}`]),
     chain(CLASS_CHAINS.ipExternalLocal, externalLocal(ipKey, IP_PICK, IP_CLUSTER_PICK)),

@@ -6,8 +6,8 @@
 // before 6.2, deleted by a later transaction: see index.ts). Full: chains added and flushed, sets
 // added and flushed (or rebuilt, see ObjectDef.rebuild), rules, elements, stale objects removed.
 
-import { FAMILY, FIXED_SET_NAMES, TABLE, companionOf } from './layout.js';
-import type { ObjectDef } from './layout.js';
+import { ADDR_TYPE, FAMILY, FIXED_SET_NAMES, TABLE, companionOf } from './layout.js';
+import type { NftFamily, ObjectDef } from './layout.js';
 import type { Elem } from './render.js';
 import type { Delta, TableState } from './state.js';
 import { Transaction } from './transaction.js';
@@ -58,7 +58,8 @@ function writeElems(tx: Transaction, elems: Iterable<Elem>, verb: 'add' | 'delet
  * no longer needs; there is no moment where a packet sees a half-written table either way.
  */
 export function fullTransaction(state: TableState, opts: FullOptions): Planned {
-  const tx = new Transaction(FAMILY, TABLE);
+  const fam = state.cfg.family;
+  const tx = new Transaction(fam, TABLE);
   tx.addTable();
   if (opts.recreate) tx.deleteTable().addTable();
   const objects = state.allObjects();
@@ -88,9 +89,9 @@ export function fullTransaction(state: TableState, opts: FullOptions): Planned {
   }
   if (!opts.recreate) {
     // add + delete: removes the set whether or not it is there.
-    const staleSets: ObjectDef[] = FIXED_SET_NAMES.filter((n) => !wanted.has(n)).map((name) => ({ kind: 'set', name, spec: 'type ipv4_addr ;' }));
+    const staleSets: ObjectDef[] = FIXED_SET_NAMES.filter((n) => !wanted.has(n)).map((name) => ({ kind: 'set', name, spec: `type ${ADDR_TYPE[fam]} ;` }));
     for (const c of stale) {
-      const s = companionOf(c);
+      const s = companionOf(c, fam);
       if (s !== null && !wanted.has(s.name)) staleSets.push(s);
     }
     for (const s of staleSets) {
@@ -103,8 +104,8 @@ export function fullTransaction(state: TableState, opts: FullOptions): Planned {
 }
 
 /** Only what changed. An empty delta gives an empty transaction. */
-export function deltaTransaction(d: Delta, deleteChains: boolean): Planned {
-  const tx = new Transaction(FAMILY, TABLE);
+export function deltaTransaction(d: Delta, deleteChains: boolean, fam: NftFamily = FAMILY): Planned {
+  const tx = new Transaction(fam, TABLE);
   const removedSets = new Set([...d.removed, ...d.changed].filter((o) => o.kind !== 'chain').map((o) => o.name));
   const created = [...d.created.filter((o) => o.kind !== 'chain'), ...d.created.filter((o) => o.kind === 'chain')];
   for (const o of created) addObject(tx, o);
@@ -127,8 +128,8 @@ export function deltaTransaction(d: Delta, deleteChains: boolean): Planned {
 }
 
 /** Deletes chains flushed by an earlier sync (add + delete: a chain already gone is no error). */
-export function deleteChainsTransaction(chains: readonly string[]): Transaction {
-  const tx = new Transaction(FAMILY, TABLE);
+export function deleteChainsTransaction(chains: readonly string[], fam: NftFamily = FAMILY): Transaction {
+  const tx = new Transaction(fam, TABLE);
   for (const c of chains) tx.addChain(c).deleteChain(c);
   return tx;
 }

@@ -15,7 +15,7 @@ function objects(text: string): Array<Record<string, Json>> {
 const rec = (x: Json): Record<string, Json> | undefined =>
   (typeof x === 'object' && x !== null && !Array.isArray(x) ? (x as Record<string, Json>) : undefined);
 
-/** The chains of `ip rudder` in `nft -j list chains ip` output. */
+/** The chains of `ip rudder` in `nft -j list chains ip` output (or of `ip6 rudder` in `... ip6`). */
 export function parseChains(text: string): Set<string> {
   const out = new Set<string>();
   for (const o of objects(text)) {
@@ -54,14 +54,17 @@ function walk(x: Json, gotos: string[], dnats: string[]): void {
   const t = gotoTarget(r);
   if (t !== undefined) gotos.push(t);
   const d = rec(r['dnat']);
-  if (d !== undefined && typeof d['addr'] === 'string' && d['port'] !== undefined) dnats.push(`${d['addr']}:${String(d['port'])}`);
+  if (d !== undefined && typeof d['addr'] === 'string' && d['port'] !== undefined) dnats.push(hostPort(d['addr'], String(d['port'])));
   for (const v of Object.values(r)) walk(v, gotos, dnats);
 }
+
+/** "10.0.0.1:80", "[fd00::1]:80". */
+const hostPort = (host: string, port: string): string => (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`);
 
 const KINDS = new Map(Object.entries(KIND_CODE).map(([k, v]) => [v, k]));
 
 /**
- * The frontends `nft -j list table ip rudder` shows, each with the endpoints a new connection
+ * The frontends `nft -j list table ip rudder` (or `ip6 rudder`) shows, each with the endpoints a new connection
  * from outside the node may reach (the frontend's own set: internal for ClusterIPs, the external
  * policy's for the others). Frontends without endpoints are not listed, as with iptables.
  */
@@ -90,7 +93,7 @@ export function programmedFrontends(text: string): ProgrammedFrontend[] {
       const value = rec(v)?.['concat'];
       if (!Array.isArray(value) || value.length !== 2) continue;
       const list = slots.get(id) ?? [];
-      list[slot] = `${String(value[0])}:${String(value[1])}`;
+      list[slot] = hostPort(String(value[0]), String(value[1]));
       slots.set(id, list);
     }
   }
@@ -120,7 +123,7 @@ export function programmedFrontends(text: string): ProgrammedFrontend[] {
       out.push({
         service: rest.join(' '),
         kind: KINDS.get(code ?? '') ?? (dispatch === SERVICE_IPS ? 'unknown' : 'nodePort'),
-        address: dispatch === SERVICE_IPS ? `${k.parts[0]}:${port}` : `*:${port}`,
+        address: dispatch === SERVICE_IPS ? hostPort(k.parts[0]!, port) : `*:${port}`,
         backends: backends(pickMap, k.key),
       });
     }

@@ -1,4 +1,4 @@
-// One IPv4 service port -> the elements and objects it needs in the nftables layout. Pure.
+// One service port (IPv4 or IPv6, for its family's table) -> the elements and objects it needs in the nftables layout. Pure.
 //
 // Every decision follows from the ServicePort's resolved endpoint sets (clusterEndpoints,
 // localEndpoints, hasEndpoints) in the order kube-proxy's nftables proxier makes it; no endpoint
@@ -14,7 +14,7 @@ import {
   NO_ENDPOINT_SERVICES, NP_CLUSTER_PICK, NP_PICK, REJECT_CHAIN, SERVICE_IPS, SERVICE_NODEPORTS,
   affinityNames, affinitySetDef, endpointMapName, pickChainName, pickObjects,
 } from './layout.js';
-import type { KeyFamily, NftConfig, ObjectDef, Role } from './layout.js';
+import type { KeyFamily, NftConfig, NftFamily, ObjectDef, Role } from './layout.js';
 import { MAX_COMMENT } from './transaction.js';
 
 /** One element a port wants in a set or map. */
@@ -73,28 +73,28 @@ function endpointLookup(sp: ServicePort): (id: string) => { ip: string; port: nu
     const ep = byId.get(id);
     if (ep !== undefined) return ep;
     const i = id.lastIndexOf(':');
-    return { ip: id.slice(0, i), port: Number(id.slice(i + 1)) };
+    return { ip: id.slice(0, i).replace(/^\[(.*)\]$/, '$1'), port: Number(id.slice(i + 1)) };
   };
 }
 
 /** Source ranges as disjoint canonical prefixes: interval sets refuse overlapping elements, and nested prefixes add nothing. */
-export function disjointRanges(cidrs: readonly string[]): string[] {
+export function disjointRanges(cidrs: readonly string[], family: 4 | 6 = 4): string[] {
   const nets = new Map<string, ParsedCIDR>();
   for (const c of cidrs) {
     const p = parseCIDR(c.trim());
-    if (p !== null && p.family === 4) nets.set(formatCIDR(p), p);
+    if (p !== null && p.family === family) nets.set(formatCIDR(p), p);
   }
   const out: string[] = [];
   for (const [c, p] of nets) {
     let nested = false;
-    for (const q of nets.values()) if (q.prefix < p.prefix && cidrContains(q, { family: 4, value: p.network })) nested = true;
+    for (const q of nets.values()) if (q.prefix < p.prefix && cidrContains(q, { family, value: p.network })) nested = true;
     if (!nested) out.push(c);
   }
   return out.sort();
 }
 
 /**
- * Renders one IPv4 service port. `owns(frontend id)` tells whether this port wins that frontend
+ * Renders one service port of `cfg.family`. `owns(frontend id)` tells whether this port wins that frontend
  * (another port may claim the same address and port); frontends it loses produce nothing.
  */
 export function renderPort(sp: ServicePort, cfg: NftConfig, owns: (frontendId: string) => boolean): Contribution {
@@ -107,6 +107,7 @@ export function renderPort(sp: ServicePort, cfg: NftConfig, owns: (frontendId: s
   const hasExternal = hasEndpoints && !(sp.externalPolicyLocal && sp.localEndpoints.length === 0);
   // No endpoints anywhere: reject. Endpoints, but none this traffic may use (a Local policy): drop.
   const noEndpointVerdict = !hasEndpoints ? `goto ${REJECT_CHAIN}` : 'drop';
+  const fam = cfg.family;
   const ipOf = endpointLookup(sp);
   const aff = sp.affinityTimeoutSeconds > 0 ? affinityNames(name, proto, sp.affinityTimeoutSeconds) : null;
   const affSets = new Set<'cluster' | 'local'>();
@@ -120,7 +121,7 @@ export function renderPort(sp: ServicePort, cfg: NftConfig, owns: (frontendId: s
       return;
     }
     const n = ids.length;
-    for (const o of pickObjects(f, role, n)) objects.set(o.name, o);
+    for (const o of pickObjects(f, role, n, fam)) objects.set(o.name, o);
     const map = endpointMapName(f, role, n);
     for (let i = 0; i < n; i++) {
       const ep = ipOf(ids[i]!);
@@ -132,7 +133,7 @@ export function renderPort(sp: ServicePort, cfg: NftConfig, owns: (frontendId: s
   elems.push({ set: CLUSTER_IPS, key: sp.clusterIP });
   const internalSet = sp.internalPolicyLocal ? 'local' : 'cluster';
   const externalSet = sp.externalPolicyLocal ? 'local' : 'cluster';
-  const allowed = disjointRanges(sp.loadBalancerSourceRanges);
+  const allowed = disjointRanges(sp.loadBalancerSourceRanges, fam === 'ip' ? 4 : 6);
   const usesFirewall = hasEndpoints && sp.loadBalancerIPs.length > 0 && allowed.length > 0;
   // A VIP-style LB address is often local to the node: node-originated requests then arrive with
   // the VIP as source, and are let through when the ranges admit the node's primary address.
@@ -173,7 +174,7 @@ export function renderPort(sp: ServicePort, cfg: NftConfig, owns: (frontendId: s
       for (const cidr of allowed) elems.push({ set: FIREWALL_ALLOW, key: `${fe.key} . ${cidr}` });
       if (allowFromNode) {
         for (const lb of sp.loadBalancerIPs) {
-          if (!inAnyCIDR(lb, allowed)) elems.push({ set: FIREWALL_ALLOW, key: `${fe.key} . ${lb}/32` });
+          if (!inAnyCIDR(lb, allowed)) elems.push({ set: FIREWALL_ALLOW, key: `${fe.key} . ${lb}/${fam === 'ip' ? 32 : 128}` });
         }
       }
     }
@@ -188,7 +189,7 @@ export function renderPort(sp: ServicePort, cfg: NftConfig, owns: (frontendId: s
     elems.push({ set: HAIRPIN, key: `${ip} . ${ip}` });
   }
 
-  if (aff !== null) renderAffinity(sp, proto, aff, affSets, objects, ipOf);
+  if (aff !== null) renderAffinity(sp, proto, fam, aff, affSets, objects, ipOf);
   return { elems, objects: [...objects.values()] };
 }
 
@@ -197,14 +198,14 @@ export function renderPort(sp: ServicePort, cfg: NftConfig, owns: (frontendId: s
  * addresses per endpoint (with the service's timeout), checked before the random pick and
  * refreshed by the endpoint's chain. These are the only per-service objects of the layout.
  */
-function renderAffinity(sp: ServicePort, proto: string, aff: ReturnType<typeof affinityNames>, sets: ReadonlySet<'cluster' | 'local'>,
+function renderAffinity(sp: ServicePort, proto: string, fam: NftFamily, aff: ReturnType<typeof affinityNames>, sets: ReadonlySet<'cluster' | 'local'>,
   objects: Map<string, ObjectDef>, ipOf: (id: string) => { ip: string; port: number }): void {
   const timeout = sp.affinityTimeoutSeconds;
   const used = new Set<string>();
   for (const set of ['cluster', 'local'] as const) {
     if (!sets.has(set)) continue;
     const ids = set === 'cluster' ? sp.clusterEndpoints : sp.localEndpoints;
-    const rules = ids.map((id) => `ip saddr @${aff.endpointSet(id)} goto ${aff.endpointChain(id)}`);
+    const rules = ids.map((id) => `${fam} saddr @${aff.endpointSet(id)} goto ${aff.endpointChain(id)}`);
     const targets = ids.map((id, i) => `${i} : goto ${aff.endpointChain(id)}`);
     rules.push(ids.length === 1 ? `goto ${aff.endpointChain(ids[0]!)}` : `numgen random mod ${ids.length} vmap { ${targets.join(', ')} }`);
     objects.set(aff.policy(set), { kind: 'chain', name: aff.policy(set), rules });
@@ -213,11 +214,11 @@ function renderAffinity(sp: ServicePort, proto: string, aff: ReturnType<typeof a
   for (const id of [...used].sort()) {
     const ep = ipOf(id);
     const setName = aff.endpointSet(id);
-    objects.set(setName, affinitySetDef(setName, timeout));
+    objects.set(setName, affinitySetDef(setName, timeout, fam));
     objects.set(aff.endpointChain(id), {
       kind: 'chain',
       name: aff.endpointChain(id),
-      rules: [`update @${setName} { ip saddr }`, `meta l4proto ${proto} dnat to ${ep.ip}:${ep.port}`],
+      rules: [`update @${setName} { ${fam} saddr }`, `meta l4proto ${proto} dnat to ${fam === 'ip' ? ep.ip : `[${ep.ip}]`}:${ep.port}`],
     });
   }
 }

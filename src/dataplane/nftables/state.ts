@@ -62,7 +62,7 @@ export interface Delta {
   added: Elem[];
 }
 
-/** A change to one IPv4 port: before and after (either may be missing). */
+/** A change to one port of the table's family: before and after (either may be missing). */
 export interface PortUpdate {
   id: string;
   prev: ServicePort | undefined;

@@ -36,7 +36,7 @@ export class Transaction {
   private ops = 0;
   private readonly prefix: string;
 
-  /** `family table` of every command, e.g. "ip rudder" (IPv6 would be "ip6 rudder"). */
+  /** `family table` of every command: "ip rudder" (IPv4) or "ip6 rudder" (IPv6). */
   constructor(readonly family = 'ip', readonly table = 'rudder') {
     this.prefix = `${family} ${table}`;
   }

@@ -4,7 +4,6 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { DataPlaneError } from '../../src/dataplane/dataplane.js';
@@ -17,6 +16,7 @@ import { memoryLogger } from '../../src/observe/log.js';
 import { exec, execOk } from '../../src/util/exec.js';
 import type { ExecOptions } from '../../src/util/exec.js';
 import { CFG, ep, sp, tableOf } from '../support/iptables.js';
+import { startTcpServer, tcpConnect } from '../support/netns-tcp.js';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -80,17 +80,8 @@ for (const backend of ['nft', 'legacy'] as const satisfies readonly IptablesBack
     });
 
     test('a connection to the ClusterIP reaches the endpoint through the DNAT', async () => {
-      server = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e',
-        "require('net').createServer((c) => c.end('pong')).listen(8080, '10.180.0.1', () => console.log('ready'))"],
-      { stdio: ['ignore', 'pipe', 'inherit'] });
-      await new Promise<void>((resolve, reject) => {
-        server!.stdout!.once('data', () => resolve());
-        server!.once('exit', (code) => reject(new Error(`server exited (${code})`)));
-      });
-      const client = await nsExec([process.execPath, '-e',
-        "const c = require('net').connect(80, '172.30.0.41'); c.on('data', (d) => process.stdout.write(d));"
-        + " c.on('error', (e) => { console.error(e.message); process.exit(1); }); setTimeout(() => process.exit(2), 3000).unref();"],
-      { timeoutMs: 10_000 });
+      server = await startTcpServer(ns, '10.180.0.1', 8080, 'pong');
+      const client = await tcpConnect(ns, '172.30.0.41', 80);
       assert.equal(client.stdout, 'pong', client.stderr);
     });
 
@@ -168,17 +159,8 @@ describe('IPv6 service ports through ip6tables in a network namespace', { skip: 
     assert.match(save4, /-A KUBE-SERVICES -d 172\.30\.0\.44\/32 /);
     assert.doesNotMatch(save4, /fd00:/);
 
-    server = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e',
-      "require('net').createServer((c) => c.end('pong6')).listen(8080, 'fd00:180::1', () => console.log('ready'))"],
-    { stdio: ['ignore', 'pipe', 'inherit'] });
-    await new Promise<void>((resolve, reject) => {
-      server!.stdout!.once('data', () => resolve());
-      server!.once('exit', (code) => reject(new Error(`server exited (${code})`)));
-    });
-    const client = await nsExec([process.execPath, '-e',
-      "const c = require('net').connect(80, 'fd00:30::41'); c.on('data', (d) => process.stdout.write(d));"
-      + " c.on('error', (e) => { console.error(e.message); process.exit(1); }); setTimeout(() => process.exit(2), 3000).unref();"],
-    { timeoutMs: 10_000 });
+    server = await startTcpServer(ns, 'fd00:180::1', 8080, 'pong6');
+    const client = await tcpConnect(ns, 'fd00:30::41', 80);
     assert.equal(client.stdout, 'pong6', client.stderr);
     assert.deepEqual((await dp.programmed()).map((f) => f.address).sort(), ['172.30.0.44:80', '[fd00:30::41]:80']);
 

@@ -5,7 +5,6 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { DataPlaneError } from '../../src/dataplane/dataplane.js';
@@ -16,6 +15,7 @@ import { memoryLogger } from '../../src/observe/log.js';
 import { exec, execOk } from '../../src/util/exec.js';
 import type { ExecOptions } from '../../src/util/exec.js';
 import { CFG, ep, sp, tableOf } from '../support/iptables.js';
+import { startTcpServer, tcpConnect } from '../support/netns-tcp.js';
 
 const isRoot = process.getuid?.() === 0;
 const run = randomBytes(4).toString('hex');
@@ -114,17 +114,8 @@ describe('nftables data plane in a network namespace', { skip: isRoot ? false : 
   });
 
   test('connections: the ClusterIP DNATs to the endpoint; a service without endpoints and an unknown port are refused', async () => {
-    server = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e',
-      "require('net').createServer((c) => c.end('pong')).listen(8080, '10.180.0.1', () => console.log('ready'))"],
-    { stdio: ['ignore', 'pipe', 'inherit'] });
-    await new Promise<void>((resolve, reject) => {
-      server!.stdout!.once('data', () => resolve());
-      server!.once('exit', (code) => reject(new Error(`server exited (${code})`)));
-    });
-    const connect = async (ip: string, port: number): Promise<{ stdout: string; stderr: string }> => nsExec([process.execPath, '-e',
-      `const c = require('net').connect(${port}, '${ip}'); c.on('data', (d) => process.stdout.write(d));`
-      + " c.on('error', (e) => { console.error(e.code); process.exit(1); }); setTimeout(() => process.exit(2), 3000).unref();"],
-    { timeoutMs: 10_000 });
+    server = await startTcpServer(ns, '10.180.0.1', 8080, 'pong');
+    const connect = (ip: string, port: number) => tcpConnect(ns, ip, port);
     assert.equal((await connect('172.30.0.41', 80)).stdout, 'pong');
     assert.match((await connect('172.30.0.43', 80)).stderr, /ECONNREFUSED/, 'no endpoints: rejected');
     assert.match((await connect('172.30.0.41', 81)).stderr, /ECONNREFUSED/, 'unknown port of a ClusterIP: rejected');
@@ -214,10 +205,7 @@ describe('IPv6 service ports in the table ip6 rudder, in a network namespace', {
   });
 
   const listTable = async (family: string): Promise<string> => (await execOk(['ip', 'netns', 'exec', ns, 'nft', 'list', 'table', family, 'rudder'])).stdout;
-  const connect = async (ip: string, port: number): Promise<{ stdout: string; stderr: string }> => nsExec([process.execPath, '-e',
-    `const c = require('net').connect(${port}, '${ip}'); c.on('data', (d) => process.stdout.write(d));`
-    + " c.on('error', (e) => { console.error(e.message); process.exit(1); }); setTimeout(() => process.exit(2), 3000).unref();"],
-  { timeoutMs: 10_000 });
+  const connect = (ip: string, port: number) => tcpConnect(ns, ip, port);
 
   test('a connection to an IPv6 ClusterIP reaches its endpoint through the DNAT; the tables stay apart; cleanup removes both', async () => {
     const v6 = sp({ namespace: 'ns1', name: 'svc6', clusterIP: 'fd00:30::41', family: 6, endpoints: [ep('fd00:180::1', 8080)] });
@@ -232,13 +220,7 @@ describe('IPv6 service ports in the table ip6 rudder, in a network namespace', {
     assert.match(table4, /172\.30\.0\.44 \. tcp \. 80/);
     assert.doesNotMatch(table4, /fd00:/);
 
-    server = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e',
-      "require('net').createServer((c) => c.end('pong6')).listen(8080, 'fd00:180::1', () => console.log('ready'))"],
-    { stdio: ['ignore', 'pipe', 'inherit'] });
-    await new Promise<void>((resolve, reject) => {
-      server!.stdout!.once('data', () => resolve());
-      server!.once('exit', (code) => reject(new Error(`server exited (${code})`)));
-    });
+    server = await startTcpServer(ns, 'fd00:180::1', 8080, 'pong6');
     const client = await connect('fd00:30::41', 80);
     assert.equal(client.stdout, 'pong6', client.stderr);
     assert.deepEqual((await dp.programmed()).map((f) => f.address).sort(), ['172.30.0.44:80', '[fd00:30::41]:80']);

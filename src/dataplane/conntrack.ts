@@ -37,9 +37,9 @@ function flushEndpoint(sp: ServicePort, endpointIP: string, out: string[][]): vo
   for (const vip of vips(sp)) out.push(['conntrack', '-D', '--orig-dst', vip, '--dst-nat', endpointIP, '-p', 'udp']);
 }
 
-function ipOf(sp: ServicePort, endpointId: string): string {
-  const ep = sp.endpoints.find((e) => e.id === endpointId);
-  return ep?.ip ?? endpointId.slice(0, endpointId.lastIndexOf(':'));
+/** Endpoint id ("ip:port" or "[ip]:port") -> address, for one service port. */
+function ipsOf(sp: ServicePort): Map<string, string> {
+  return new Map(sp.endpoints.map((e) => [e.id, e.ip]));
 }
 
 /**
@@ -65,7 +65,8 @@ export function staleConntrackCommands(changes: readonly Change[], family: 4 | 6
           // Entries were created through the previous frontends, towards the previous endpoints.
           const still = new Set(next.protocol === prev.protocol ? next.reachableEndpoints : []);
           const gone = new Set<string>();
-          for (const id of prev.reachableEndpoints) if (!still.has(id)) gone.add(ipOf(prev, id));
+          const ips = ipsOf(prev);
+          for (const id of prev.reachableEndpoints) if (!still.has(id)) gone.add(ips.get(id) ?? id.slice(0, id.lastIndexOf(':')));
           for (const ip of gone) flushEndpoint(prev, ip, out);
         }
         break;

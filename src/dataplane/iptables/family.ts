@@ -103,7 +103,7 @@ export class FamilyTables {
     return ports;
   }
 
-  private async save(table: 'nat' | 'filter', code: 'EAPPLY' | 'EREAD' | 'ECLEANUP'): Promise<SavedTable | undefined> {
+  private async save(table: 'nat' | 'filter', code: 'EAPPLY' | 'EREAD' | 'ECLEANUP'): Promise<SavedTable> {
     let r;
     try {
       r = await this.exec([this.tools.save, '-t', table]);
@@ -154,7 +154,7 @@ export class FamilyTables {
     const { tx, owned } = render({ ports, write, jumps }, cfg);
     const active = new Set<string>();
     for (const chains of owned.values()) for (const c of chains) active.add(c);
-    const stale = [...natSaved!.chains].filter((c) => isServiceChainName(c) && !active.has(c)).sort();
+    const stale = [...natSaved.chains].filter((c) => isServiceChainName(c) && !active.has(c)).sort();
     for (const c of stale) tx.deleteChain('nat', c);
 
     const text = await this.run(tx);
@@ -257,8 +257,7 @@ export class FamilyTables {
   async cleanup(): Promise<void> {
     const tables = new Map<string, SavedTable>();
     for (const t of ['nat', 'filter'] as const) {
-      const saved = await this.save(t, 'ECLEANUP');
-      if (saved !== undefined) tables.set(t, saved);
+      tables.set(t, await this.save(t, 'ECLEANUP'));
     }
     // Staged on the nft backend for the same reason as full syncs (see NFT_STAGE_PORTS).
     const plan = planCleanup(tables, this.backend === 'nft' ? NFT_STAGE_CHAINS : Infinity);

@@ -72,3 +72,22 @@ export interface KernelToolOptions {
   /** Bit of the packet mark that requests masquerade; default 14 (0x4000), as kube-proxy. */
   masqueradeBit?: number;
 }
+
+/** KernelToolOptions with defaults applied. Throws DataPlaneError EINIT for a bad masquerade bit. */
+export function resolveKernelToolOptions(opts: KernelToolOptions, defaultExec: ExecFn): { config: () => ProxyConfig; exec: ExecFn; masqueradeBit: number } {
+  const bit = opts.masqueradeBit ?? 14;
+  if (!Number.isInteger(bit) || bit < 0 || bit > 31) throw new DataPlaneError('EINIT', `masqueradeBit ${bit} is not an integer in 0..31`);
+  const config = opts.config;
+  return { config: typeof config === 'function' ? config : () => config, exec: opts.exec ?? defaultExec, masqueradeBit: bit };
+}
+
+/** Logs a set of configuration warnings once, and again only when the set changes. */
+export class WarningsOnce {
+  private last = '';
+  constructor(private readonly logger: Logger) {}
+  report(warnings: readonly string[]): void {
+    const key = warnings.join('\n');
+    if (key !== this.last) for (const w of warnings) this.logger.warn(w);
+    this.last = key;
+  }
+}

@@ -135,6 +135,13 @@ export function* allPorts(table: ServiceTable): Generator<ServicePort> {
   for (const ports of table.values()) yield* ports;
 }
 
+/** The table's ports of one IP family, sorted by id (the order data planes write them in). O(table). */
+export function familyPorts(table: ServiceTable, family: IPFamily): ServicePort[] {
+  const ports: ServicePort[] = [];
+  for (const sp of allPorts(table)) if (sp.family === family) ports.push(sp);
+  return ports.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
 /** What changed between two tables, per service port. Data planes handle each kind exhaustively. */
 export type Change =
   | { kind: 'added'; id: string; next: ServicePort }

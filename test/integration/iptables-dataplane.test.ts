@@ -16,7 +16,7 @@ import { memoryLogger } from '../../src/observe/log.js';
 import { exec, execOk } from '../../src/util/exec.js';
 import type { ExecOptions } from '../../src/util/exec.js';
 import { CFG, ep, sp, tableOf } from '../support/iptables.js';
-import { startTcpServer, tcpConnect } from '../support/netns-tcp.js';
+import { createIPv6Scratch, removeScratch, startTcpServer, tcpConnect } from '../support/netns-tcp.js';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -135,17 +135,8 @@ describe('IPv6 service ports through ip6tables in a network namespace', { skip: 
   const dp = new IptablesDataPlane({ config: { ...CFG, clusterCIDRs: ['10.0.0.0/8', 'fd00:180::/48'] }, logger: memoryLogger(), exec: nsExec, backend: 'nft' });
   let server: ChildProcess | undefined;
 
-  before(async () => {
-    await execOk(['ip', 'netns', 'add', ns]);
-    await execOk(['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
-    await execOk(['ip', '-n', ns, '-6', 'addr', 'add', 'fd00:180::1/128', 'dev', 'lo', 'nodad']);
-    await execOk(['ip', '-n', ns, '-6', 'route', 'add', 'fd00:30::/64', 'dev', 'lo']);
-  });
-
-  after(async () => {
-    if (server !== undefined && server.exitCode === null) server.kill('SIGKILL');
-    await exec(['ip', 'netns', 'del', ns]);
-  });
+  before(() => createIPv6Scratch(ns));
+  after(() => removeScratch(ns, server));
 
   test('a connection to an IPv6 ClusterIP reaches its endpoint; IPv4 and IPv6 rules stay apart; cleanup removes both', async () => {
     const v6 = sp({ namespace: 'ns1', name: 'svc6', clusterIP: 'fd00:30::41', family: 6, endpoints: [ep('fd00:180::1', 8080)] });

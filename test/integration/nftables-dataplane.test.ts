@@ -15,7 +15,7 @@ import { memoryLogger } from '../../src/observe/log.js';
 import { exec, execOk } from '../../src/util/exec.js';
 import type { ExecOptions } from '../../src/util/exec.js';
 import { CFG, ep, sp, tableOf } from '../support/iptables.js';
-import { startTcpServer, tcpConnect } from '../support/netns-tcp.js';
+import { createIPv6Scratch, removeScratch, startTcpServer, tcpConnect } from '../support/netns-tcp.js';
 
 const isRoot = process.getuid?.() === 0;
 const run = randomBytes(4).toString('hex');
@@ -192,17 +192,8 @@ describe('IPv6 service ports in the table ip6 rudder, in a network namespace', {
   const dp = new NftablesDataPlane({ config: { ...CFG, clusterCIDRs: ['10.0.0.0/8', 'fd00:180::/48'] }, logger: memoryLogger(), exec: nsExec });
   let server: ChildProcess | undefined;
 
-  before(async () => {
-    await execOk(['ip', 'netns', 'add', ns]);
-    await execOk(['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
-    await execOk(['ip', '-n', ns, '-6', 'addr', 'add', 'fd00:180::1/128', 'dev', 'lo', 'nodad']);
-    await execOk(['ip', '-n', ns, '-6', 'route', 'add', 'fd00:30::/64', 'dev', 'lo']);
-  });
-
-  after(async () => {
-    if (server !== undefined && server.exitCode === null) server.kill('SIGKILL');
-    await exec(['ip', 'netns', 'del', ns]);
-  });
+  before(() => createIPv6Scratch(ns));
+  after(() => removeScratch(ns, server));
 
   const listTable = async (family: string): Promise<string> => (await execOk(['ip', 'netns', 'exec', ns, 'nft', 'list', 'table', family, 'rudder'])).stdout;
   const connect = (ip: string, port: number) => tcpConnect(ns, ip, port);

@@ -3,7 +3,7 @@
 // what it received (or the error code on stderr).
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { exec, type ExecResult } from '../../src/util/exec.js';
+import { exec, execOk, type ExecResult } from '../../src/util/exec.js';
 
 /** Starts a server on host:port in `ns` and resolves once it listens. Kill it when done. */
 export async function startTcpServer(ns: string, host: string, port: number, reply: string): Promise<ChildProcess> {
@@ -23,4 +23,22 @@ export function tcpConnect(ns: string, host: string, port: number): Promise<Exec
     `const c = require('net').connect(${port}, ${JSON.stringify(host)}); c.on('data', (d) => process.stdout.write(d));`
     + " c.on('error', (e) => { console.error(e.code ?? e.message); process.exit(1); }); setTimeout(() => process.exit(2), 3000).unref();"],
   { timeoutMs: 10_000 });
+}
+
+/**
+ * A loopback-only namespace for IPv6 data plane tests: the endpoint fd00:180::1 lives on lo and the
+ * service range fd00:30::/64 routes to lo, so local connections traverse the output path. No other
+ * interface, no default route.
+ */
+export async function createIPv6Scratch(ns: string): Promise<void> {
+  await execOk(['ip', 'netns', 'add', ns]);
+  await execOk(['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
+  await execOk(['ip', '-n', ns, '-6', 'addr', 'add', 'fd00:180::1/128', 'dev', 'lo', 'nodad']);
+  await execOk(['ip', '-n', ns, '-6', 'route', 'add', 'fd00:30::/64', 'dev', 'lo']);
+}
+
+/** Kills the test's server (if any) and deletes the namespace; never throws. */
+export async function removeScratch(ns: string, server: ChildProcess | undefined): Promise<void> {
+  if (server !== undefined && server.exitCode === null) server.kill('SIGKILL');
+  await exec(['ip', 'netns', 'del', ns]);
 }

@@ -3,10 +3,10 @@
 // proxier per family; the two families' transactions are independent.
 
 import type { Change, ProxyConfig, ServicePort, ServiceTable } from '../../model/types.js';
-import { allPorts, beforeAfter } from '../../model/types.js';
+import { beforeAfter, familyPorts } from '../../model/types.js';
 import type { IPFamily } from '../../source/objects.js';
 import type { Logger } from '../../observe/log.js';
-import { DataPlaneError } from '../dataplane.js';
+import { DataPlaneError, WarningsOnce } from '../dataplane.js';
 import type { ApplyResult, ProgrammedFrontend } from '../dataplane.js';
 import type { BackendTools, ExecFn, IptablesBackend } from './backend.js';
 import { JUMP_RULES, KUBE_SERVICES, isServiceChainName } from './chains.js';
@@ -38,7 +38,6 @@ const NFT_STAGE_CHAINS = 1500;
 export class FamilyTables {
   /** Render settings of the last successful sync; a change forces a full sync. */
   private applied: RenderConfig | undefined;
-  private lastWarnings = '';
   /** Nat chains each service port owned after the last successful sync. */
   private owned = new Map<string, string[]>();
   /** Service ports per ClusterIP after the last successful sync (one reject rule per ClusterIP). */
@@ -57,14 +56,16 @@ export class FamilyTables {
     private readonly exec: ExecFn,
     private readonly logger: Logger,
     private readonly masqueradeBit: number,
-  ) {}
+  ) {
+    this.warnings = new WarningsOnce(logger);
+  }
+
+  private readonly warnings: WarningsOnce;
 
   /** The render settings for this sync, from the current node config; warnings are logged when they change. */
   private renderSettings(node: ProxyConfig): RenderConfig {
     const { config, warnings } = renderConfig(node, this.masqueradeBit, this.family);
-    const key = warnings.join('\n');
-    if (key !== this.lastWarnings) for (const w of warnings) this.logger.warn(w);
-    this.lastWarnings = key;
+    this.warnings.report(warnings);
     return config;
   }
 
@@ -83,7 +84,7 @@ export class FamilyTables {
     let result: ApplyResult;
     if (full) {
       // Only full syncs look at the whole table: a partial one costs what its changes cost.
-      const ports = this.portsOf(table);
+      const ports = familyPorts(table, this.family);
       if (!this.active && ports.length === 0) return { written: 0, bytes: 0 };
       result = await this.applyFull(ports, cfg);
     } else {
@@ -94,13 +95,6 @@ export class FamilyTables {
     this.active = true;
     await this.clearStaleConntrack(changes);
     return result;
-  }
-
-  private portsOf(table: ServiceTable): ServicePort[] {
-    const ports: ServicePort[] = [];
-    for (const sp of allPorts(table)) if (sp.family === this.family) ports.push(sp);
-    ports.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    return ports;
   }
 
   private async save(table: 'nat' | 'filter', code: 'EAPPLY' | 'EREAD' | 'ECLEANUP'): Promise<SavedTable> {

@@ -20,7 +20,7 @@ import { beforeAfter } from '../../model/types.js';
 import type { IPFamily } from '../../source/objects.js';
 import type { Logger } from '../../observe/log.js';
 import { exec as defaultExec } from '../../util/exec.js';
-import { DataPlaneError } from '../dataplane.js';
+import { DataPlaneError, resolveKernelToolOptions } from '../dataplane.js';
 import type { ApplyOptions, ApplyResult, DataPlane, KernelToolOptions, ProgrammedFrontend } from '../dataplane.js';
 import { detectBackend, toolsFor } from './backend.js';
 import type { ExecFn, IptablesBackend } from './backend.js';
@@ -43,16 +43,9 @@ export class IptablesDataPlane implements DataPlane {
   private families: FamilyTables[] | undefined;
 
   constructor(opts: IptablesDataPlaneOptions) {
-    const bit = opts.masqueradeBit ?? 14;
-    if (!Number.isInteger(bit) || bit < 0 || bit > 31) {
-      throw new DataPlaneError('EINIT', `masqueradeBit ${bit} is not an integer in 0..31`);
-    }
+    ({ config: this.config, exec: this.exec, masqueradeBit: this.masqueradeBit } = resolveKernelToolOptions(opts, defaultExec));
     this.logger = opts.logger.child({ dataplane: 'iptables' });
-    this.exec = opts.exec ?? defaultExec;
     this.backend = opts.backend;
-    const config = opts.config;
-    this.config = typeof config === 'function' ? config : () => config;
-    this.masqueradeBit = bit;
   }
 
   /** The last IPv4 transaction (for debugging and tests). */

@@ -3,11 +3,11 @@
 // these per family, as the iptables plane runs one FamilyTables per family; the two tables have
 // their own state and their own transactions.
 
-import { allPorts, beforeAfter } from '../../model/types.js';
+import { beforeAfter, familyPorts } from '../../model/types.js';
 import type { Change, ProxyConfig, ServicePort, ServiceTable } from '../../model/types.js';
 import type { Logger } from '../../observe/log.js';
 import type { ExecFn } from '../../util/exec.js';
-import { DataPlaneError } from '../dataplane.js';
+import { DataPlaneError, WarningsOnce } from '../dataplane.js';
 import type { ApplyResult, ProgrammedFrontend } from '../dataplane.js';
 import { clearStaleConntrack } from '../conntrack.js';
 import { TABLE, nftConfig, nftFamily } from './layout.js';
@@ -69,7 +69,6 @@ export class FamilyTable {
   private needFull = true;
   /** No full sync has landed in this process yet: the next one recreates the table. */
   private fresh = true;
-  private lastWarnings = '';
   private conntrackUsable = true;
   /** Chains flushed by an earlier sync, to delete once they have been unused for a while. */
   private readonly staleChains = new Map<string, number>();
@@ -81,11 +80,14 @@ export class FamilyTable {
   /** The last transaction handed to nft (for debugging, tests and benchmarks). */
   lastTransaction = '';
 
+  private readonly warnings: WarningsOnce;
+
   constructor(opts: FamilyTableOptions) {
     this.family = opts.family;
     this.nftFamily = nftFamily(opts.family);
     this.exec = opts.exec;
     this.logger = opts.logger;
+    this.warnings = new WarningsOnce(opts.logger);
     this.masqueradeBit = opts.masqueradeBit;
     this.deleteChainsAtOnce = opts.deleteChainsAtOnce;
     this.now = opts.now;
@@ -99,9 +101,7 @@ export class FamilyTable {
 
   private settings(node: ProxyConfig): NftConfig {
     const { config, warnings } = nftConfig(node, this.masqueradeBit, this.family);
-    const key = warnings.join('\n');
-    if (key !== this.lastWarnings) for (const w of warnings) this.logger.warn(w);
-    this.lastWarnings = key;
+    this.warnings.report(warnings);
     return config;
   }
 
@@ -134,8 +134,7 @@ export class FamilyTable {
     let result: ApplyResult;
     try {
       if (full) {
-        const ports: ServicePort[] = [];
-        for (const sp of allPorts(table)) if (sp.family === this.family) ports.push(sp);
+        const ports = familyPorts(table, this.family);
         if (!this.active && ports.length === 0) return { written: 0, bytes: 0 };
         result = await this.applyFull(ports, cfg);
       } else {
@@ -160,7 +159,6 @@ export class FamilyTable {
   }
 
   private async applyFull(ports: ServicePort[], cfg: NftConfig): Promise<ApplyResult> {
-    ports.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     const state = new TableState(cfg);
     state.load(ports);
     const contested = state.contested();

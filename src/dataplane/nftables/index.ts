@@ -65,7 +65,7 @@ import { release } from 'node:os';
 import type { Change, ProxyConfig, ServiceTable } from '../../model/types.js';
 import type { Logger } from '../../observe/log.js';
 import { exec as defaultExec } from '../../util/exec.js';
-import { DataPlaneError } from '../dataplane.js';
+import { DataPlaneError, resolveKernelToolOptions } from '../dataplane.js';
 import type { ApplyOptions, ApplyResult, DataPlane, KernelToolOptions, ProgrammedFrontend } from '../dataplane.js';
 import type { ExecFn } from '../../util/exec.js';
 import { FAMILY, FAMILY6, TABLE } from './layout.js';
@@ -102,12 +102,10 @@ export class NftablesDataPlane implements DataPlane {
   private v6Checked = false;
 
   constructor(opts: NftablesDataPlaneOptions) {
-    const bit = opts.masqueradeBit ?? 14;
-    if (!Number.isInteger(bit) || bit < 0 || bit > 31) throw new DataPlaneError('EINIT', `masqueradeBit ${bit} is not an integer in 0..31`);
+    const { config, exec, masqueradeBit: bit } = resolveKernelToolOptions(opts, defaultExec);
     this.logger = opts.logger.child({ dataplane: 'nftables' });
-    this.exec = opts.exec ?? defaultExec;
-    const config = opts.config;
-    this.config = typeof config === 'function' ? config : () => config;
+    this.exec = exec;
+    this.config = config;
     this.deleteChainsAtOnce = opts.deleteChainsAtOnce ?? kernelAtLeast(release(), 6, 2);
     const common = { exec: this.exec, masqueradeBit: bit, deleteChainsAtOnce: this.deleteChainsAtOnce, now: opts.now ?? Date.now };
     this.v4 = new FamilyTable({ ...common, family: 4, logger: this.logger });

@@ -6,11 +6,14 @@ cd "$(dirname "$0")/.."
 
 # Kernel tools the data planes drive (the container image installs the same list)...
 packages=(iptables nftables conntrack iproute2)
+# ...the eBPF data plane's toolchain and runtime: clang compiles bpf/ at setup, bpftool writes
+# vmlinux.h from the kernel's BTF, libbpf1 is what the agent loads programs through...
+bpf_packages=(clang-19 llvm-19 libbpf-dev libbpf1 bpftool)
 # ...and what the lab, the tests and the benchmark use (setpriv is in util-linux; nginx serves
 # the benchmark's target pod, started by the benchmark inside a lab namespace only).
 lab_packages=(iputils-ping util-linux curl wrk nginx-light)
 missing=()
-for p in "${packages[@]}" "${lab_packages[@]}"; do
+for p in "${packages[@]}" "${bpf_packages[@]}" "${lab_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -36,4 +39,5 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
+bash scripts/build-bpf.sh
 npx tsc -p tsconfig.json

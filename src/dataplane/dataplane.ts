@@ -30,6 +30,13 @@ export interface ProgrammedFrontend {
   kind: string;
   address: string;
   backends: string[];
+  /** Set when the kernel's entry differs from the desired table (or is not in it): what differs. */
+  drift?: string;
+  /** The data plane's own id of the frontend (the eBPF rev-NAT id). */
+  id?: number;
+  /** Flags the kernel holds for the frontend (eBPF: reject, drop, affinity, ...). */
+  flags?: string[];
+  protocol?: string;
 }
 
 export interface DataPlane {

@@ -3,7 +3,8 @@
 
 import type { ProxyConfig } from '../model/types.js';
 import type { Logger } from '../observe/log.js';
-import { DataPlaneError, type DataPlane, type DataPlaneName } from './dataplane.js';
+import type { DataPlane, DataPlaneError, DataPlaneName } from './dataplane.js';
+import type { EbpfDataPlaneOptions } from './ebpf/index.js';
 
 export const DATAPLANES: readonly DataPlaneName[] = ['iptables', 'nftables', 'ebpf'];
 
@@ -11,6 +12,8 @@ export interface DataPlaneDeps {
   /** The current proxy configuration (it follows the Node object, so it is read at each sync). */
   config: () => ProxyConfig;
   logger: Logger;
+  /** Options of the eBPF data plane (cgroup, pins, algorithm), from the agent's flags. */
+  ebpf?: Omit<EbpfDataPlaneOptions, 'config' | 'logger'>;
 }
 
 export async function createDataPlane(name: DataPlaneName, deps: DataPlaneDeps): Promise<DataPlane> {
@@ -23,13 +26,15 @@ export async function createDataPlane(name: DataPlaneName, deps: DataPlaneDeps):
       const { NftablesDataPlane } = await import('./nftables/index.js');
       return new NftablesDataPlane({ config: deps.config, logger: deps.logger });
     }
-    case 'ebpf':
-      throw new DataPlaneError('EUNSUPPORTED', `the ${name} data plane is not built yet; use --dataplane iptables or nftables`);
+    case 'ebpf': {
+      const { EbpfDataPlane } = await import('./ebpf/index.js');
+      return new EbpfDataPlane({ config: deps.config, logger: deps.logger, ...deps.ebpf });
+    }
   }
 }
 
 /** The data planes that are built (and so may have left rules behind). */
-export const BUILT_DATAPLANES: readonly DataPlaneName[] = ['iptables', 'nftables'];
+export const BUILT_DATAPLANES: readonly DataPlaneName[] = ['iptables', 'nftables', 'ebpf'];
 
 /**
  * Removes what the other data planes left in this network namespace, as kube-proxy does when it

@@ -1,0 +1,175 @@
+/* Shared types and constants of Rudder's BPF programs. Compiled with clang -target bpf against a
+ * vmlinux.h generated from the running kernel's BTF (CO-RE). Every struct here has a TypeScript
+ * codec in src/dataplane/ebpf/codecs.ts; a test compares both with this object's BTF, so change
+ * them together. Addresses are 16 bytes in every map: IPv4 as ::ffff:a.b.c.d, so one layout
+ * serves both families. Ports and addresses are in network byte order, everything else in host
+ * order. */
+#ifndef RD_COMMON_H
+#define RD_COMMON_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define RD_SYS_REJECT 0
+#define RD_SYS_PROCEED 1
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+#define RD_ECONNREFUSED 111
+#define RD_EPERM 1
+
+/* Key scopes: what socket-level (node-originated) and per-packet (external) traffic get can
+ * differ (traffic policy Local). The socket programs look up SCOPE_INT first and fall back to
+ * SCOPE_EXT, so a frontend whose two paths agree is written once. */
+#define RD_SCOPE_EXT 0
+#define RD_SCOPE_INT 1
+
+/* rd_svc_val.flags of a frontend's master entry (slot 0). */
+#define RD_F_REJECT     (1 << 0) /* no usable endpoint anywhere: refuse at once */
+#define RD_F_DROP       (1 << 1) /* traffic policy Local without a local endpoint */
+#define RD_F_AFFINITY   (1 << 2) /* ClientIP session affinity, timeout in affinity_timeout */
+#define RD_F_SRC_RANGE  (1 << 3) /* loadBalancerSourceRanges apply (rd_src_ranges) */
+#define RD_F_MAGLEV     (1 << 4) /* pick from the frontend's Maglev table (rd_maglev) */
+#define RD_F_NODEPORT   (1 << 5) /* a NodePort frontend */
+#define RD_F_LOOPBACK   (1 << 6) /* a NodePort on 127.0.0.1 / ::1: the host namespace only */
+#define RD_F_SRC_NODE_OK (1 << 7) /* the node's primary address is inside the source ranges */
+
+union rd_addr {
+	__u8 b[16];
+	__u32 w[4];
+};
+
+/* struct rd_svc_key: the frontend (address, port, protocol, scope) and a slot. Slot 0 is the
+ * frontend's master entry (count, flags); slots 1..count hold its backends. */
+struct rd_svc_key {
+	union rd_addr addr;
+	__be16 port;
+	__u16 slot;
+	__u8 proto;
+	__u8 scope;
+	__u8 pad[2];
+};
+
+struct rd_svc_val {
+	__u32 backend_id;       /* slots > 0 */
+	__u16 count;            /* master: number of backend slots */
+	__u16 flags;            /* master: RD_F_* */
+	__u32 rev_nat_id;       /* the frontend's id (reverse NAT, affinity, counters) */
+	__u32 affinity_timeout; /* master: seconds */
+};
+
+struct rd_backend {
+	union rd_addr addr;
+	__be16 port;
+	__u8 proto;
+	__u8 flags;
+};
+
+/* The address a translated socket really talks to, so recvmsg/getpeername can show the service. */
+struct rd_sk_key {
+	__u64 cookie;
+	union rd_addr addr;
+	__be16 port;
+	__u16 pad;
+	__u32 pad2;
+};
+
+struct rd_sk_val {
+	union rd_addr addr;
+	__be16 port;
+	__u16 pad;
+	__u32 rev_nat_id;
+};
+
+struct rd_rev_nat {
+	union rd_addr addr;
+	__be16 port;
+	__u16 pad;
+};
+
+/* Socket LB identifies a client by its network namespace: one per pod. */
+struct rd_aff_key {
+	__u64 client;
+	__u32 rev_nat_id;
+	__u32 pad;
+};
+
+struct rd_aff_val {
+	__u64 last_used_ns;
+	__u32 backend_id;
+	__u32 pad;
+};
+
+/* Present while backend_id is one of rev_nat_id's backends: an affinity entry is honoured only then. */
+struct rd_aff_match {
+	__u32 rev_nat_id;
+	__u32 backend_id;
+};
+
+struct rd_src_range_key {
+	__u32 prefixlen; /* 32 (rev_nat_id) + address bits */
+	__u32 rev_nat_id;
+	union rd_addr addr;
+};
+
+struct rd_config {
+	union rd_addr node_ip4; /* primary node address of each family (source-range checks) */
+	union rd_addr node_ip6;
+};
+
+/* The object's read-only knobs (one struct, so its layout is checked like the maps'). */
+struct rd_knobs {
+	__u64 host_netns_cookie; /* the node's own network namespace: loopback NodePorts */
+	__u32 host_ns_only;      /* translate only the host namespace's sockets */
+	__u32 maglev_m;          /* Maglev table size (a prime) */
+};
+
+struct rd_svc_stats {
+	__u64 connects;
+	__u64 refused;
+	__u64 dropped;
+};
+
+struct rd_be_stats {
+	__u64 connects;
+};
+
+/* A backend whose connected UDP sockets must be destroyed (address, port, protocol). */
+struct rd_stale_key {
+	union rd_addr addr;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+static __always_inline void rd_addr_v4(union rd_addr *a, __u32 ip4)
+{
+	a->w[0] = 0;
+	a->w[1] = 0;
+	a->w[2] = bpf_htonl(0x0000ffff);
+	a->w[3] = ip4;
+}
+
+static __always_inline bool rd_addr_is_v4(const union rd_addr *a)
+{
+	return a->w[0] == 0 && a->w[1] == 0 && a->w[2] == bpf_htonl(0x0000ffff);
+}
+
+static __always_inline bool rd_addr_is_loopback(const union rd_addr *a)
+{
+	if (rd_addr_is_v4(a))
+		return (bpf_ntohl(a->w[3]) >> 24) == 127;
+	return a->w[0] == 0 && a->w[1] == 0 && a->w[2] == 0 && a->w[3] == bpf_htonl(1);
+}
+
+static __always_inline bool rd_addr_is_zero(const union rd_addr *a)
+{
+	return (a->w[0] | a->w[1] | a->w[3]) == 0 && (a->w[2] == 0 || a->w[2] == bpf_htonl(0x0000ffff));
+}
+
+#endif

@@ -1,0 +1,172 @@
+// The socket load balancer's maps as typed operations. Writes are collected per map into
+// preallocated key/value buffers and written with one batch syscall per map (one syscall per
+// element where the kernel has no batch update for the map type); reads dump a map into typed
+// entries. Map writes are not one transaction, so callers order them: backends, then slots, then
+// masters; the reverse on delete (see the EbpfDataPlane header).
+
+import { bpfMap } from './libbpf.js';
+import {
+  AffMatchCodec, BackendCodec, ConfigCodec, RevNatCodec, SrcRangeKeyCodec, SvcKeyCodec, SvcValCodec,
+  type Backend, type RevNat, type SvcKey, type SvcVal,
+} from './codecs.js';
+
+/** The map names as the object defines them (bpf/lib/maps.h). */
+export const MAP_NAMES = ['rd_services', 'rd_backends', 'rd_rev_nat', 'rd_rev_sk', 'rd_affinity', 'rd_aff_match', 'rd_src_ranges', 'rd_maglev', 'rd_config_map', 'rd_svc_stats', 'rd_be_stats'] as const;
+export type MapName = (typeof MAP_NAMES)[number];
+
+/** Pending element writes of one map: keys and values packed back to back. */
+export class Batch {
+  private keys: Buffer;
+  private values: Buffer;
+  count = 0;
+
+  constructor(readonly map: string, private readonly fd: number, readonly keySize: number, readonly valueSize: number, initial = 64) {
+    this.keys = Buffer.alloc(keySize * initial);
+    this.values = Buffer.alloc(valueSize * initial);
+  }
+
+  /** Reserves one element; the callbacks encode into the batch's buffers at the given offsets. */
+  add(encodeKey: (buf: Buffer, off: number) => void, encodeValue: (buf: Buffer, off: number) => void): void {
+    if ((this.count + 1) * this.keySize > this.keys.length) {
+      this.keys = grow(this.keys);
+      this.values = grow(this.values);
+    }
+    encodeKey(this.keys, this.count * this.keySize);
+    encodeValue(this.values, this.count * this.valueSize);
+    this.count++;
+  }
+
+  /** Writes everything added. Throws DataPlaneError EAPPLY (elements before the failing one may be written). */
+  flush(): number {
+    const n = this.count;
+    if (n === 0) return 0;
+    this.count = 0;
+    if (bpfMap.updateBatch(this.fd, this.keys, this.values, n, this.map)) return n;
+    for (let i = 0; i < n; i++) {
+      bpfMap.update(this.fd, this.keys.subarray(i * this.keySize, (i + 1) * this.keySize), this.values.subarray(i * this.valueSize, (i + 1) * this.valueSize), this.map);
+    }
+    return n;
+  }
+}
+
+function grow(b: Buffer): Buffer {
+  const n = Buffer.alloc(b.length * 2);
+  b.copy(n);
+  return n;
+}
+
+/** Pending deletions of one map, run one element at a time (absent keys are fine). */
+export class Deletions {
+  private keys: Buffer;
+  count = 0;
+
+  constructor(readonly map: string, private readonly fd: number, readonly keySize: number) {
+    this.keys = Buffer.alloc(keySize * 16);
+  }
+
+  add(encodeKey: (buf: Buffer, off: number) => void): void {
+    if ((this.count + 1) * this.keySize > this.keys.length) this.keys = grow(this.keys);
+    encodeKey(this.keys, this.count * this.keySize);
+    this.count++;
+  }
+
+  flush(): number {
+    const n = this.count;
+    this.count = 0;
+    for (let i = 0; i < n; i++) bpfMap.delete(this.fd, this.keys.subarray(i * this.keySize, (i + 1) * this.keySize), this.map);
+    return n;
+  }
+}
+
+/** Every key/value of a map, decoded. Throws DataPlaneError EREAD. */
+export function dump<K, V>(fd: number, map: string, keySize: number, valueSize: number, decodeKey: (b: Buffer) => K, decodeValue: (b: Buffer) => V): Array<[K, V]> {
+  const out: Array<[K, V]> = [];
+  let cur: Buffer | null = null;
+  const value = Buffer.alloc(valueSize);
+  for (;;) {
+    const next = Buffer.alloc(keySize);
+    if (!bpfMap.nextKey(fd, cur, next, map)) break;
+    // An element deleted between next_key and lookup is simply skipped.
+    if (bpfMap.lookup(fd, next, value, map)) out.push([decodeKey(next), decodeValue(value)]);
+    cur = next;
+  }
+  return out;
+}
+
+/** Map fds of a loaded object, by name. */
+export type MapFds = Record<MapName, number>;
+
+/** The batches of one sync, in the order they must reach the kernel. */
+export class SyncWrites {
+  readonly backends: Batch;
+  readonly revNat: Batch;
+  readonly affMatch: Batch;
+  readonly srcRanges: Batch;
+  readonly slots: Batch;
+  readonly masters: Batch;
+  readonly delSlots: Deletions;
+  readonly delMasters: Deletions;
+  readonly delAffMatch: Deletions;
+  readonly delSrcRanges: Deletions;
+  readonly delRevNat: Deletions;
+  readonly delMaglev: Deletions;
+  readonly delBackends: Deletions;
+  /** Maglev tables are big values: written one by one, after the backends they name. */
+  readonly maglev: Array<{ id: number; table: Uint32Array }> = [];
+
+  constructor(private readonly fds: MapFds) {
+    this.backends = new Batch('rd_backends', fds.rd_backends, 4, BackendCodec.size);
+    this.revNat = new Batch('rd_rev_nat', fds.rd_rev_nat, 4, RevNatCodec.size);
+    this.affMatch = new Batch('rd_aff_match', fds.rd_aff_match, AffMatchCodec.size, 1);
+    this.srcRanges = new Batch('rd_src_ranges', fds.rd_src_ranges, SrcRangeKeyCodec.size, 1);
+    this.slots = new Batch('rd_services', fds.rd_services, SvcKeyCodec.size, SvcValCodec.size, 256);
+    this.masters = new Batch('rd_services', fds.rd_services, SvcKeyCodec.size, SvcValCodec.size, 64);
+    this.delSlots = new Deletions('rd_services', fds.rd_services, SvcKeyCodec.size);
+    this.delMasters = new Deletions('rd_services', fds.rd_services, SvcKeyCodec.size);
+    this.delAffMatch = new Deletions('rd_aff_match', fds.rd_aff_match, AffMatchCodec.size);
+    this.delSrcRanges = new Deletions('rd_src_ranges', fds.rd_src_ranges, SrcRangeKeyCodec.size);
+    this.delRevNat = new Deletions('rd_rev_nat', fds.rd_rev_nat, 4);
+    this.delMaglev = new Deletions('rd_maglev', fds.rd_maglev, 4);
+    this.delBackends = new Deletions('rd_backends', fds.rd_backends, 4);
+  }
+
+  backend(id: number, b: Backend): void {
+    this.backends.add((k, o) => k.writeUInt32LE(id, o), (v, o) => BackendCodec.encode(b, v, o));
+  }
+
+  revNatEntry(id: number, r: RevNat): void {
+    this.revNat.add((k, o) => k.writeUInt32LE(id, o), (v, o) => RevNatCodec.encode(r, v, o));
+  }
+
+  slot(key: SvcKey, val: SvcVal): void {
+    this.slots.add((k, o) => SvcKeyCodec.encode(key, k, o), (v, o) => SvcValCodec.encode(val, v, o));
+  }
+
+  master(key: SvcKey, val: SvcVal): void {
+    this.masters.add((k, o) => SvcKeyCodec.encode(key, k, o), (v, o) => SvcValCodec.encode(val, v, o));
+  }
+
+  /** Writes everything in the safe order; returns the number of elements written or deleted. */
+  flush(): number {
+    let n = this.backends.flush() + this.revNat.flush() + this.affMatch.flush() + this.srcRanges.flush();
+    for (const m of this.maglev) {
+      const key = Buffer.alloc(4);
+      key.writeUInt32LE(m.id);
+      bpfMap.update(this.fds.rd_maglev, key, Buffer.from(m.table.buffer, m.table.byteOffset, m.table.byteLength), 'rd_maglev');
+      n++;
+    }
+    this.maglev.length = 0;
+    n += this.slots.flush() + this.masters.flush();
+    // A removed frontend's master goes first, so no lookup finds a count whose slots are gone.
+    n += this.delMasters.flush() + this.delSlots.flush();
+    n += this.delAffMatch.flush() + this.delSrcRanges.flush() + this.delRevNat.flush() + this.delMaglev.flush() + this.delBackends.flush();
+    return n;
+  }
+}
+
+export function writeConfig(fd: number, nodeIP4: string, nodeIP6: string): void {
+  const key = Buffer.alloc(4);
+  const val = Buffer.alloc(ConfigCodec.size);
+  ConfigCodec.encode({ nodeIP4, nodeIP6 }, val);
+  bpfMap.update(fd, key, val, 'rd_config_map');
+}

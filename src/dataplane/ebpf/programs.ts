@@ -1,0 +1,218 @@
+// Loading, pinning and attaching the socket load balancer, so that its state outlives the agent.
+//
+// Pin layout (bpffs, directory mode 0700, root only):
+//   <pin>/rd_services, rd_backends, ...   the maps (libbpf LIBBPF_PIN_BY_NAME)
+//   <pin>/links/rd_connect4, ...          one BPF link per hook, attached to the cgroup
+// A starting agent loads a fresh copy of the programs, adopts the pinned maps (libbpf reuses a
+// pinned map whose type, sizes and flags match; one that does not match is unpinned and recreated,
+// and the first sync refills it), and swaps each pinned link to the new program with
+// BPF_LINK_UPDATE: the hooks never run without a program and nothing is detached, so connections
+// keep being translated while the agent is down or restarting. A link attached to another cgroup
+// than the one asked for is detached and re-attached there.
+
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, rmdirSync, statSync, unlinkSync, openSync, closeSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DataPlaneError } from '../dataplane.js';
+import type { Logger } from '../../observe/log.js';
+import { BpfObject, closeFd, linkInfo, linkUpdate, mapInfo, objGet, type MapSpec } from './libbpf.js';
+import { KnobsCodec, type Knobs } from './codecs.js';
+import { MAP_NAMES, type MapFds } from './maps.js';
+
+/** The compiled objects (scripts/build-bpf.sh writes them at setup). */
+export const BPF_BUILD_DIR = fileURLToPath(new URL('../../../../bpf/build/', import.meta.url));
+export const SOCK_LB_OBJECT = join(BPF_BUILD_DIR, 'sock_lb.o');
+export const SOCK_TERM_OBJECT = join(BPF_BUILD_DIR, 'sock_term.o');
+
+export const DEFAULT_PIN_PATH = '/sys/fs/bpf/rudder';
+
+/** The hooks, in attach order: reverse translation first, so no translated socket misses it. */
+export const SOCKET_HOOKS = [
+  'rd_recvmsg4', 'rd_getpeername4', 'rd_recvmsg6', 'rd_getpeername6',
+  'rd_connect4', 'rd_sendmsg4', 'rd_connect6', 'rd_sendmsg6',
+] as const;
+
+export interface MapSizes {
+  /** rd_services elements: every frontend's master and backend slots. */
+  services: number;
+  backends: number;
+  /** rd_rev_sk: translated sockets remembered for recvmsg/getpeername. */
+  sockets: number;
+  affinity: number;
+  /** Maglev table size (prime). */
+  maglevTableSize: number;
+  /** Frontends that may use Maglev at once. */
+  maglevServices: number;
+}
+
+export const DEFAULT_MAP_SIZES: MapSizes = { services: 524288, backends: 262144, sockets: 262144, affinity: 65536, maglevTableSize: 16381, maglevServices: 4096 };
+
+/** Where bpffs is mounted (the pin directory must be inside one). */
+export function bpffsMounts(): string[] {
+  const out: string[] = [];
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const f = line.split(' ');
+    const sep = f.indexOf('-');
+    if (sep > 0 && f[sep + 1] === 'bpf' && f[4] !== undefined) out.push(f[4].replace(/\\040/g, ' '));
+  }
+  return out;
+}
+
+/** The cgroup v2 mount point from /proc/self/mountinfo, or null. */
+export function cgroup2Root(): string | null {
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const f = line.split(' ');
+    const sep = f.indexOf('-');
+    if (sep > 0 && f[sep + 1] === 'cgroup2' && f[4] !== undefined) return f[4].replace(/\\040/g, ' ');
+  }
+  return null;
+}
+
+function ensurePinDir(pin: string): void {
+  const mounts = bpffsMounts();
+  if (!mounts.some((m) => pin === m || pin.startsWith(m.endsWith('/') ? m : `${m}/`))) {
+    throw new DataPlaneError('EINIT', `${pin} is not on a bpffs mount (mounted: ${mounts.join(', ') || 'none'}); mount one with \`mount -t bpf bpf /sys/fs/bpf\`${mounts.length === 0 ? '' : ' or choose --bpf-pin-path under it'}`);
+  }
+  mkdirSync(join(pin, 'links'), { recursive: true, mode: 0o700 });
+  chmodSync(pin, 0o700);
+  chmodSync(join(pin, 'links'), 0o700);
+}
+
+/** Unpins a pinned map that the new object could not reuse, so libbpf creates it afresh. */
+function dropIncompatiblePins(pin: string, spec: (name: string) => MapSpec, logger: Logger): void {
+  for (const name of MAP_NAMES) {
+    const path = join(pin, name);
+    if (!existsSync(path)) continue;
+    const want = spec(name);
+    let fd = -1;
+    try {
+      fd = objGet(path);
+      const have = mapInfo(fd);
+      if (have.type !== want.type || have.keySize !== want.keySize || have.valueSize !== want.valueSize || have.maxEntries !== want.maxEntries) {
+        logger.warn('pinned map does not match this version or these sizes: recreating it (the first sync refills it)', { map: name, have: `${have.keySize}/${have.valueSize}/${have.maxEntries}`, want: `${want.keySize}/${want.valueSize}/${want.maxEntries}` });
+        unlinkSync(path);
+      }
+    } finally {
+      if (fd >= 0) closeFd(fd);
+    }
+  }
+}
+
+export interface LoadOptions {
+  pinPath: string;
+  cgroupPath: string;
+  knobs: Knobs;
+  sizes: MapSizes;
+  logger: Logger;
+  objectPath?: string;
+}
+
+/** The loaded socket load balancer: map fds for the data plane, links pinned. */
+export interface SocketLB {
+  obj: BpfObject;
+  fds: MapFds;
+  /** Hooks that were already attached (adopted from pins) rather than attached now. */
+  adopted: number;
+  close(): void;
+}
+
+/**
+ * Loads the programs, adopts or creates the pinned maps, and attaches (or swaps) every hook on
+ * `cgroupPath`. Throws DataPlaneError EINIT (with the verifier log on rejection) or EAPPLY.
+ */
+export function loadSocketLB(o: LoadOptions): SocketLB {
+  const objectPath = o.objectPath ?? SOCK_LB_OBJECT;
+  if (!existsSync(objectPath)) throw new DataPlaneError('EINIT', `${objectPath} is missing: run scripts/setup.sh (it compiles bpf/ with clang)`);
+  ensurePinDir(o.pinPath);
+  const obj = BpfObject.load(objectPath, {
+    pinRoot: o.pinPath,
+    configure: (spec) => {
+      spec('.rodata').setInitialValue(KnobsCodec.encode(o.knobs));
+      spec('rd_services').setMaxEntries(o.sizes.services);
+      spec('rd_backends').setMaxEntries(o.sizes.backends);
+      spec('rd_be_stats').setMaxEntries(o.sizes.backends);
+      spec('rd_rev_sk').setMaxEntries(o.sizes.sockets);
+      spec('rd_affinity').setMaxEntries(o.sizes.affinity);
+      spec('rd_maglev').setValueSize(4 * o.sizes.maglevTableSize);
+      spec('rd_maglev').setMaxEntries(o.sizes.maglevServices);
+      dropIncompatiblePins(o.pinPath, spec, o.logger);
+    },
+  });
+  try {
+    const fds = Object.fromEntries(MAP_NAMES.map((n) => [n, obj.mapFd(n)])) as MapFds;
+    const adopted = attachHooks(obj, o);
+    return { obj, fds, adopted, close: () => obj.close() };
+  } catch (e) {
+    obj.close();
+    throw e;
+  }
+}
+
+function cgroupId(path: string): bigint {
+  return statSync(path, { bigint: true }).ino;
+}
+
+function attachHooks(obj: BpfObject, o: LoadOptions): number {
+  const want = cgroupId(o.cgroupPath);
+  let adopted = 0;
+  let cgFd = -1;
+  try {
+    for (const prog of SOCKET_HOOKS) {
+      const pinned = join(o.pinPath, 'links', prog);
+      if (existsSync(pinned)) {
+        const fd = objGet(pinned);
+        try {
+          const info = linkCgroup(fd);
+          if (info === want) {
+            linkUpdate(fd, obj.progFd(prog), prog);
+            adopted++;
+            continue;
+          }
+          o.logger.info('a pinned hook is attached to another cgroup: moving it', { hook: prog, cgroup: o.cgroupPath });
+        } finally {
+          closeFd(fd);
+        }
+        unlinkSync(pinned);
+      }
+      if (cgFd < 0) cgFd = openSync(o.cgroupPath, 'r');
+      const link = obj.attachCgroup(prog, cgFd);
+      try {
+        link.pin(pinned);
+      } finally {
+        // The pin keeps the attachment; the object's own reference can go.
+        link.destroy(true);
+      }
+    }
+  } finally {
+    if (cgFd >= 0) closeSync(cgFd);
+  }
+  return adopted;
+}
+
+/** The cgroup id a cgroup link is attached to (struct bpf_link_info.cgroup.cgroup_id). */
+function linkCgroup(fd: number): bigint {
+  return linkInfo(fd).cgroupId;
+}
+
+/** Whether an agent has pinned state at `pin`. */
+export function hasPins(pin: string): boolean {
+  return existsSync(pin);
+}
+
+/**
+ * Detaches every hook (unpinning a link detaches it once no process holds it) and removes every
+ * pinned map and the pin directory. Idempotent. Throws DataPlaneError ECLEANUP.
+ */
+export function removePins(pin: string): void {
+  if (!existsSync(pin)) return;
+  try {
+    const links = join(pin, 'links');
+    if (existsSync(links)) {
+      for (const f of readdirSync(links)) unlinkSync(join(links, f));
+      rmdirSync(links);
+    }
+    rmSync(pin, { recursive: true, force: true });
+  } catch (e) {
+    throw new DataPlaneError('ECLEANUP', `remove BPF pins under ${pin}: ${(e as Error).message}`);
+  }
+}

@@ -1,0 +1,64 @@
+// The socket load balancer's maps read back into typed frontends: what `rudder services` shows,
+// what a restarted agent adopts, and what a reconcile compares with the table.
+
+import { bpfMap } from './libbpf.js';
+import { BackendCodec, SCOPE_INT, SrcRangeKeyCodec, SvcKeyCodec, SvcValCodec, type Backend, type SvcKey } from './codecs.js';
+import { dump, type MapFds } from './maps.js';
+
+export interface KernelFrontend {
+  addr: string;
+  port: number;
+  proto: number;
+  id: number;
+  flags: number;
+  affinityTimeout: number;
+  /** Slot i+1's backend id (0 where a slot is missing). */
+  backendIds: number[];
+  /** Source ranges of this frontend id, sorted. */
+  ranges: string[];
+}
+
+export interface KernelState {
+  frontends: KernelFrontend[];
+  backends: Map<number, Backend>;
+  /** Slot entries no master accounts for (a write interrupted half way). */
+  orphanSlots: SvcKey[];
+}
+
+const feKey = (k: SvcKey): string => `${k.addr}|${k.port}|${k.proto}|${k.scope}`;
+
+/** Dumps rd_services, rd_backends and rd_src_ranges. Throws DataPlaneError EREAD. */
+export function readKernel(fds: MapFds): KernelState {
+  const entries = dump(fds.rd_services, 'rd_services', SvcKeyCodec.size, SvcValCodec.size, (b) => SvcKeyCodec.decode(b), (b) => SvcValCodec.decode(b));
+  const backends = new Map(dump(fds.rd_backends, 'rd_backends', 4, BackendCodec.size, (b) => b.readUInt32LE(0), (b) => BackendCodec.decode(b)));
+  const ranges = new Map<number, string[]>();
+  for (const [k] of dump(fds.rd_src_ranges, 'rd_src_ranges', SrcRangeKeyCodec.size, 1, (b) => SrcRangeKeyCodec.decode(b), () => 0)) {
+    const l = ranges.get(k.revNatId);
+    if (l === undefined) ranges.set(k.revNatId, [k.cidr]);
+    else l.push(k.cidr);
+  }
+  const masters = new Map<string, KernelFrontend>();
+  for (const [k, v] of entries) {
+    if (k.slot !== 0 || k.scope !== SCOPE_INT) continue;
+    masters.set(feKey(k), { addr: k.addr, port: k.port, proto: k.proto, id: v.revNatId, flags: v.flags, affinityTimeout: v.affinityTimeout, backendIds: new Array<number>(v.count).fill(0), ranges: (ranges.get(v.revNatId) ?? []).sort() });
+  }
+  const orphanSlots: SvcKey[] = [];
+  for (const [k, v] of entries) {
+    if (k.slot === 0 || k.scope !== SCOPE_INT) continue;
+    const m = masters.get(feKey(k));
+    if (m === undefined || k.slot > m.backendIds.length) orphanSlots.push(k);
+    else m.backendIds[k.slot - 1] = v.backendId;
+  }
+  return { frontends: [...masters.values()], backends, orphanSlots };
+}
+
+/** Per-CPU counters of one id summed over CPUs (values are u64 fields back to back). */
+export function readPerCpu(fd: number, id: number, fields: number, cpus: number, buf: Buffer): bigint[] {
+  const key = Buffer.alloc(4);
+  key.writeUInt32LE(id);
+  const sums = new Array<bigint>(fields).fill(0n);
+  if (!bpfMap.lookup(fd, key, buf, 'per-CPU counters')) return sums;
+  const stride = fields * 8;
+  for (let c = 0; c < cpus; c++) for (let f = 0; f < fields; f++) sums[f]! += buf.readBigUInt64LE(c * stride + f * 8);
+  return sums;
+}

@@ -18,7 +18,7 @@ export function benchService(i: number): Service {
     kind: 'Service', namespace: `ns${i % 50}`, name: `svc-${i}`, type: i < 2000 ? 'NodePort' : 'ClusterIP', clusterIPs: [ip(10, 0x600000 + i)],
     ports: [{ name: 'http', protocol: 'TCP', port: 80, nodePort: i < 2000 ? 30000 + i : 0, targetPort: 8080 }],
     externalIPs: [], loadBalancerIPs: [], loadBalancerSourceRanges: [], affinityTimeoutSeconds: 0,
-    externalTrafficPolicy: 'Cluster', internalTrafficPolicy: 'Cluster', healthCheckNodePort: 0, proxyName: '', trafficDistribution: '',
+    externalTrafficPolicy: 'Cluster', internalTrafficPolicy: 'Cluster', healthCheckNodePort: 0, proxyName: '', trafficDistribution: '', lbAlgorithm: '',
   };
 }
 

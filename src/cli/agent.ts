@@ -20,6 +20,8 @@ import { Tracker } from '../sync/tracker.js';
 import { loadAgentConfig, parseDuration, type AgentFileConfig } from './agent-config.js';
 import { UsageError, flagAll, flagBool, flagOne, type FlagSpecs, type Parsed } from './args.js';
 import { PROXY_FLAGS, configFlags, proxyConfig, type ConfigFlags } from './config.js';
+import { EBPF_FLAGS, ebpfOptions } from './ebpf-flags.js';
+import type { EbpfDataPlaneOptions } from '../dataplane/ebpf/index.js';
 
 export const AGENT_FLAGS: FlagSpecs = {
   dataplane: { value: 'iptables|nftables|ebpf', help: 'the kernel data plane to program (default iptables)' },
@@ -33,6 +35,7 @@ export const AGENT_FLAGS: FlagSpecs = {
   'min-sync-period': { value: 'DURATION', help: 'at most one sync per this interval; bursts coalesce (default 1s)' },
   'log-level': { value: 'debug|info|warn|error', help: 'log verbosity (default info, or $RUDDER_LOG_LEVEL)' },
   'log-format': { value: 'text|json', help: 'log line format (default text, or $RUDDER_LOG_FORMAT)' },
+  ...EBPF_FLAGS,
 };
 
 /**
@@ -53,6 +56,7 @@ export interface AgentSettings {
   minSyncPeriodMs: number;
   logLevel: Level | undefined;
   logJSON: boolean | undefined;
+  ebpf: Omit<EbpfDataPlaneOptions, 'config' | 'logger'>;
 }
 
 const LEVELS: readonly Level[] = ['debug', 'info', 'warn', 'error'];
@@ -105,6 +109,7 @@ export function agentSettings(p: Parsed): AgentSettings {
     minSyncPeriodMs: duration(p, 'min-sync-period', file.minSyncPeriodMs, 1_000),
     logLevel: oneOf(p, 'log-level', LEVELS),
     logJSON: oneOf(p, 'log-format', ['text', 'json'] as const) === undefined ? undefined : flagOne(p, 'log-format') === 'json',
+    ebpf: ebpfOptions(p),
   };
 }
 
@@ -115,7 +120,7 @@ export async function runAgent(s: AgentSettings, logger: Logger = createLogger({
   const health = new ProxyHealth(Math.max(2 * s.syncPeriodMs, 10_000));
   const tracker = new Tracker(s.flags.nodeName);
   const configFor = (node: Parameters<typeof proxyConfig>[1]) => proxyConfig(s.flags, node);
-  const dataplane = await createDataPlane(s.dataplane, { config: () => syncer.config, logger: log.child({ dataplane: s.dataplane }) });
+  const dataplane = await createDataPlane(s.dataplane, { config: () => syncer.config, logger: log.child({ dataplane: s.dataplane }), ebpf: s.ebpf });
   const serviceHealth = new ServiceHealthServers({
     // With --nodeport-addresses, only those node addresses, as NodePorts; else every address.
     addresses: () => (syncer.config.nodePortAddresses.length > 0 ? nodePortAddresses(syncer.config) : []),
@@ -127,7 +132,7 @@ export async function runAgent(s: AgentSettings, logger: Logger = createLogger({
     onApplied: (changes) => serviceHealth.update(changes),
   });
   await dataplane.init();
-  await cleanupOtherDataPlanes(s.dataplane, { config: () => syncer.config, logger: log });
+  await cleanupOtherDataPlanes(s.dataplane, { config: () => syncer.config, logger: log, ebpf: s.ebpf });
 
   const runner = new BoundedFrequencyRunner(async () => { await syncer.sync(); }, {
     minIntervalMs: s.minSyncPeriodMs,

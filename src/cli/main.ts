@@ -1,5 +1,6 @@
 // The `rudder` command. User errors print one line and a documented exit code, never a stack.
 
+import { EBPF_PIN_FLAG, ebpfOptions } from './ebpf-flags.js';
 import { hostname } from 'node:os';
 import { trace } from '../model/trace.js';
 import { createLogger } from '../observe/log.js';
@@ -62,14 +63,14 @@ const commands: Record<string, Command> = {
   },
 
   async cleanup(argv) {
-    const specs: FlagSpecs = { dataplane: { value: 'NAME', help: `data plane to remove: ${BUILT_DATAPLANES.join(', ')} (default: every one, as kube-proxy --cleanup)` }, ...HELP_FLAG };
+    const specs: FlagSpecs = { dataplane: { value: 'NAME', help: `data plane to remove: ${BUILT_DATAPLANES.join(', ')} (default: every one, as kube-proxy --cleanup)` }, ...EBPF_PIN_FLAG, ...HELP_FLAG };
     const p = parseArgs(argv, specs);
-    if (flagBool(p, 'help')) return out(renderHelp('Usage: rudder cleanup [--dataplane NAME]', specs)), EXIT.ok;
+    if (flagBool(p, 'help')) return out(renderHelp('Usage: rudder cleanup [--dataplane NAME] [--bpf-pin-path DIR]', specs)), EXIT.ok;
     const name = flagOne(p, 'dataplane');
     if (name !== undefined && !(BUILT_DATAPLANES as readonly string[]).includes(name)) throw new UsageError(`--dataplane: ${JSON.stringify(name)} is not one of ${BUILT_DATAPLANES.join(', ')}`);
     const logger = createLogger();
     const noConfig = { nodeName: hostname(), nodeIPs: [], zone: '', clusterCIDRs: [], nodePortAddresses: [], masqueradeAll: false, proxyName: DEFAULT_PROXY_NAME };
-    const deps = { config: () => noConfig, logger };
+    const deps = { config: () => noConfig, logger, ebpf: ebpfOptions(p) };
     if (name !== undefined) {
       await (await createDataPlane(name as DataPlaneName, deps)).cleanup();
     } else {

@@ -8,6 +8,7 @@ import type {
   EndpointSlice,
   EndpointSlicePort,
   IPFamily,
+  LbAlgorithm,
   Node,
   Protocol,
   ProxyObject,
@@ -147,6 +148,14 @@ const SUBDOMAIN_RE = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 const LABEL_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 /** IANA_SVC_NAME (at most 15): named target ports. */
 const IANA_SVC_NAME_RE = /^[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$/;
+
+/** The per-service override of the eBPF data plane's backend selection. */
+export const LB_ALGORITHM_ANNOTATION = 'service.rudder.io/lb-algorithm';
+
+/** An unknown value means the node's default, as an unset annotation does (a typo never drops a service). */
+function lbAlgorithm(v: string | undefined): LbAlgorithm {
+  return v === 'random' || v === 'maglev' ? v : '';
+}
 
 interface Meta {
   name: string;
@@ -323,6 +332,7 @@ function decodeService(raw: Obj, meta: Meta): DecodeResult {
     healthCheckNodePort,
     proxyName: meta.labels[SERVICE_PROXY_NAME_LABEL] ?? '',
     trafficDistribution: r.str(spec['trafficDistribution'], 'spec.trafficDistribution', ''),
+    lbAlgorithm: lbAlgorithm(meta.annotations[LB_ALGORITHM_ANNOTATION]),
   };
   return { status: 'ok', object: svc };
 }

@@ -44,7 +44,12 @@ export interface Service extends ObjectRef {
   proxyName: string;
   /** spec.trafficDistribution, "" when unset. */
   trafficDistribution: string;
+  /** Backend selection from the service.rudder.io/lb-algorithm annotation; "" for the node's default. */
+  lbAlgorithm: LbAlgorithm;
 }
+
+/** How the eBPF data plane picks a backend; "" leaves it to --lb-algorithm. */
+export type LbAlgorithm = '' | 'random' | 'maglev';
 
 export interface EndpointSlicePort {
   name: string;

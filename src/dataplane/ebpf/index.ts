@@ -60,9 +60,6 @@ export interface EbpfDataPlaneOptions {
   now?: () => number;
 }
 
-/** The per-service override of --lb-algorithm. */
-export const LB_ALGORITHM_ANNOTATION = 'service.rudder.io/lb-algorithm';
-
 /** What one frontend is, as the maps hold it (or must hold it). */
 interface Programmed {
   id: number;

@@ -179,8 +179,8 @@ function attachHooks(obj: BpfObject, o: LoadOptions): number {
       try {
         link.pin(pinned);
       } finally {
-        // The pin keeps the attachment; the object's own reference can go.
-        link.destroy(true);
+        // The pin keeps the attachment; closing this process's reference does not detach it.
+        link.destroy();
       }
     }
   } finally {

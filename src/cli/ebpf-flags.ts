@@ -1,0 +1,54 @@
+// The eBPF data plane's flags, shared by `rudder agent` and `rudder cleanup` (which must find
+// the same pins).
+
+import { isAbsolute } from 'node:path';
+import type { EbpfDataPlaneOptions, LbAlgorithm } from '../dataplane/ebpf/index.js';
+import { DEFAULT_MAGLEV_TABLE_SIZE, MAGLEV_TABLE_SIZES } from '../dataplane/ebpf/maglev.js';
+import { UsageError, flagBool, flagOne, type FlagSpecs, type Parsed } from './args.js';
+
+export const EBPF_PIN_FLAG: FlagSpecs = {
+  'bpf-pin-path': { value: 'DIR', help: 'eBPF: bpffs directory for pinned maps and links, root-only (default /sys/fs/bpf/rudder)' },
+};
+
+export const EBPF_FLAGS: FlagSpecs = {
+  'cgroup-root': { value: 'PATH', help: 'eBPF: the cgroup v2 directory whose processes are load-balanced at connect() (default: the cgroup v2 mount)' },
+  ...EBPF_PIN_FLAG,
+  'socket-lb-host-namespace-only': { boolean: true, help: 'eBPF: translate only the host namespace\'s sockets at connect(); pods\' traffic is left to the per-packet path (for service meshes)' },
+  'lb-algorithm': { value: 'random|maglev', help: `eBPF: backend selection (default random; the ${'service.rudder.io/lb-algorithm'} annotation overrides it per service)` },
+  'maglev-table-size': { value: 'PRIME', help: `eBPF: Maglev lookup table size, one of ${MAGLEV_TABLE_SIZES.join(', ')} (default ${DEFAULT_MAGLEV_TABLE_SIZE})` },
+  'bpf-lb-map-max': { value: 'N', help: 'eBPF: entries of the service map: every frontend\'s master and backend slots (default 524288)' },
+};
+
+function absolute(p: Parsed, flag: string): string | undefined {
+  const v = flagOne(p, flag);
+  if (v !== undefined && (!isAbsolute(v) || v.includes('\0'))) throw new UsageError(`--${flag}: ${JSON.stringify(v)} is not an absolute path`);
+  return v;
+}
+
+function positiveInt(p: Parsed, flag: string, max: number): number | undefined {
+  const v = flagOne(p, flag);
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n < 1 || n > max) throw new UsageError(`--${flag}: ${JSON.stringify(v)} is not an integer in 1..${max}`);
+  return n;
+}
+
+/** The eBPF options the flags give. Throws UsageError naming the flag. */
+export function ebpfOptions(p: Parsed): Omit<EbpfDataPlaneOptions, 'config' | 'logger'> {
+  const out: Omit<EbpfDataPlaneOptions, 'config' | 'logger'> = {};
+  const cg = absolute(p, 'cgroup-root');
+  if (cg !== undefined) out.cgroupPath = cg;
+  const pin = absolute(p, 'bpf-pin-path');
+  if (pin !== undefined) out.pinPath = pin;
+  if (flagBool(p, 'socket-lb-host-namespace-only')) out.hostNamespaceOnly = true;
+  const alg = flagOne(p, 'lb-algorithm');
+  if (alg !== undefined) {
+    if (alg !== 'random' && alg !== 'maglev') throw new UsageError(`--lb-algorithm: ${JSON.stringify(alg)} is not one of random, maglev`);
+    out.lbAlgorithm = alg as LbAlgorithm;
+  }
+  const m = positiveInt(p, 'maglev-table-size', 131071);
+  const services = positiveInt(p, 'bpf-lb-map-max', 16_777_216);
+  if (m !== undefined && !MAGLEV_TABLE_SIZES.includes(m)) throw new UsageError(`--maglev-table-size: ${m} is not one of ${MAGLEV_TABLE_SIZES.join(', ')}`);
+  if (m !== undefined || services !== undefined) out.sizes = { ...(m === undefined ? {} : { maglevTableSize: m }), ...(services === undefined ? {} : { services }) };
+  return out;
+}

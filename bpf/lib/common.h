@@ -22,6 +22,7 @@
 #endif
 #define RD_ECONNREFUSED 111
 #define RD_EPERM 1
+#define RD_EHOSTUNREACH 113
 
 /* Key scopes: what socket-level (node-originated) and per-packet (external) traffic get can
  * differ (traffic policy Local). The socket programs look up SCOPE_INT first and fall back to

@@ -128,6 +128,7 @@ static __always_inline int rd_xlate(void *ctx, union rd_addr *dst, __be16 *port,
 
 		if (ok < 0)
 			return RD_PASS;
+		/* Outside loadBalancerSourceRanges: refused as a firewall would, "operation not permitted". */
 		if (ok == 0) {
 			rd_count(rev_nat_id, 2);
 			return -RD_EPERM;
@@ -137,9 +138,11 @@ static __always_inline int rd_xlate(void *ctx, union rd_addr *dst, __be16 *port,
 		rd_count(rev_nat_id, 1);
 		return -RD_ECONNREFUSED;
 	}
+	/* kube-proxy drops these packets; a socket can be told at once. As Cilium does, the
+	 * application sees "no route to host" rather than waiting for its connect timeout. */
 	if (flags & RD_F_DROP) {
 		rd_count(rev_nat_id, 2);
-		return -RD_EPERM;
+		return -RD_EHOSTUNREACH;
 	}
 
 	if (flags & RD_F_AFFINITY) {

@@ -13,12 +13,23 @@ export interface ProxyConfig {
   zone: string;
   /** Pod CIDRs of the cluster: sources outside them are "off-cluster" (masqueraded to ClusterIPs). Empty: no local detection. */
   clusterCIDRs: string[];
-  /** CIDRs selecting which node addresses accept NodePort traffic; empty: every node address. */
+  /**
+   * kube-proxy's --nodeport-addresses: CIDRs selecting which local addresses accept NodePort
+   * traffic (a family without a CIDR of its own, or with a /0, accepts them on every address),
+   * or ["primary"]: the primary node IP of each family. Empty: every local address.
+   * Decided by nodePortSelection() in nodeport-addresses.ts.
+   */
   nodePortAddresses: string[];
   /** Masquerade all traffic to ClusterIPs. */
   masqueradeAll: boolean;
   /** Services labelled service.kubernetes.io/service-proxy-name with another value are skipped. */
   proxyName: string;
+  /**
+   * The addresses the kernel treats as local in this network namespace (no loopback, no
+   * link-local), as source/local-addresses.ts reads them; absent or empty: unknown, and the node
+   * IPs stand in for them. Optional so that configs built before discovery existed still compile.
+   */
+  localAddresses?: string[];
 }
 
 export const DEFAULT_PROXY_NAME = 'rudder';
@@ -44,9 +55,10 @@ export type TopologyMode = '' | 'PreferSameZone' | 'PreferSameNode';
 
 export type FrontendKind = 'clusterIP' | 'externalIP' | 'loadBalancerIP' | 'nodePort';
 
+/** A frontend of a port as the Service spells it; frontends.ts turns these into per-address records. */
 export interface Frontend {
   kind: FrontendKind;
-  /** The VIP; for nodePort, "" (every NodePort address of the node; see ProxyConfig.nodePortAddresses). */
+  /** The VIP; for nodePort, "" (every NodePort address of the node; see nodePortSelection). */
   ip: string;
   port: number;
 }

@@ -46,7 +46,8 @@ union rd_addr {
 };
 
 /* struct rd_svc_key: the frontend (address, port, protocol, scope) and a slot. Slot 0 is the
- * frontend's master entry (count, flags); slots 1..count hold its backends. */
+ * frontend's master entry (count, flags); slots 1..count hold its backends. A key with port and
+ * protocol 0 marks a ClusterIP: its other ports are refused. */
 struct rd_svc_key {
 	union rd_addr addr;
 	__be16 port;

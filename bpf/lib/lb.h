@@ -117,8 +117,14 @@ static __always_inline int rd_xlate(void *ctx, union rd_addr *dst, __be16 *port,
 	key.port = *port;
 	key.proto = proto;
 	master = rd_lookup_master(&key);
-	if (!master)
+	if (!master) {
+		/* A ClusterIP on a port no service uses: refused rather than left to time out. */
+		struct rd_svc_key any = { .addr = *dst, .scope = RD_SCOPE_INT };
+
+		if (bpf_map_lookup_elem(&rd_services, &any))
+			return -RD_ECONNREFUSED;
 		return RD_PASS;
+	}
 	flags = master->flags;
 	rev_nat_id = master->rev_nat_id;
 	if ((flags & RD_F_LOOPBACK) && !host_ns)

@@ -93,6 +93,12 @@ describe('ebpf data plane (real kernel, scratch cgroup)', { skip: !isRoot && 'ne
     assert.ok(r!.ms! < 100, `refused in ${r!.ms} ms, not timed out`);
   });
 
+  test('a ClusterIP on a port no service uses is refused; its service port is not', async () => {
+    const [r] = await connect(s, '10.96.0.10', 81);
+    assert.equal(r!.error, 'ECONNREFUSED');
+    assert.ok(r!.ms! < 100, `refused in ${r!.ms} ms`);
+  });
+
   test('unconnected UDP: sendto() is translated and recvfrom() shows the service address', async () => {
     const r = await s.node(udpRequest('10.96.0.53', 53, 'ping'));
     assert.deepEqual(JSON.parse(r.stdout.trim()), { reply: 'pod-a:ping', from: '10.96.0.53:53' });

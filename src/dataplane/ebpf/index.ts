@@ -119,6 +119,10 @@ export class EbpfDataPlane implements DataPlane {
   private readonly claims = new Map<string, Map<string, FrontendRecord>>();
   /** Frontend key -> what the maps hold. */
   private readonly kernel = new Map<string, Programmed>();
+  /** ClusterIP -> service ports claiming it: while any does, its other ports are refused. */
+  private readonly clusterIPClaims = new Map<string, number>();
+  /** ClusterIPs whose catch-all entry the maps hold. */
+  private readonly kernelClusterIPs = new Set<string>();
   /** Backend key -> frontends using it. */
   private readonly backendRefs = new Map<string, number>();
   private readonly frontendIds: IdAllocator;
@@ -179,6 +183,7 @@ export class EbpfDataPlane implements DataPlane {
       if (reconcile) {
         this.readBack();
         this.claims.clear();
+        this.clusterIPClaims.clear();
         for (const sp of allPorts(table)) this.claim(sp, cfg, dirty);
         for (const k of this.kernel.keys()) dirty.add(k);
         if (cfgKey !== this.configKey) writeConfig(lb.fds.rd_config_map, primaryNodeIP(cfg, 4), primaryNodeIP(cfg, 6));
@@ -192,6 +197,7 @@ export class EbpfDataPlane implements DataPlane {
       const w = new SyncWrites(lb.fds);
       const gone: string[] = [];
       for (const key of dirty) this.reconcileFrontend(key, w, gone);
+      this.reconcileClusterIPs(reconcile, w);
       const written = w.flush();
       if (reconcile) {
         this.lastReconcile = this.now();
@@ -217,6 +223,8 @@ export class EbpfDataPlane implements DataPlane {
   }
 
   private claim(sp: ServicePort, cfg: ProxyConfig, dirty: Set<string>): void {
+    this.clusterIPClaims.set(sp.clusterIP, (this.clusterIPClaims.get(sp.clusterIP) ?? 0) + 1);
+    this.dirtyClusterIPs.add(sp.clusterIP);
     for (const r of this.records(sp, cfg)) {
       let c = this.claims.get(r.key);
       if (c === undefined) this.claims.set(r.key, (c = new Map()));
@@ -226,12 +234,35 @@ export class EbpfDataPlane implements DataPlane {
   }
 
   private unclaim(sp: ServicePort, dirty: Set<string>): void {
+    const n = (this.clusterIPClaims.get(sp.clusterIP) ?? 1) - 1;
+    if (n > 0) this.clusterIPClaims.set(sp.clusterIP, n);
+    else this.clusterIPClaims.delete(sp.clusterIP);
+    this.dirtyClusterIPs.add(sp.clusterIP);
     // The records of `prev` were computed with the addresses of their time: drop every claim of
     // this port id, wherever it is.
     for (const r of frontendRecords(sp, this.config(), this.nodePortAddrs)) {
       this.claims.get(r.key)?.delete(sp.id);
       dirty.add(r.key);
     }
+  }
+
+  private readonly dirtyClusterIPs = new Set<string>();
+
+  /** Writes or deletes the catch-all entries of the ClusterIPs that changed (all of them on a reconcile). */
+  private reconcileClusterIPs(all: boolean, w: SyncWrites): void {
+    const ips = all ? new Set([...this.clusterIPClaims.keys(), ...this.kernelClusterIPs]) : this.dirtyClusterIPs;
+    for (const ip of ips) {
+      const key: SvcKey = { addr: ip, port: 0, slot: 0, proto: 0, scope: SCOPE_INT };
+      const want = this.clusterIPClaims.has(ip);
+      if (want && !this.kernelClusterIPs.has(ip)) {
+        w.master(key, { backendId: 0, count: 0, flags: SVC_F.REJECT, revNatId: 0, affinityTimeout: 0 });
+        this.kernelClusterIPs.add(ip);
+      } else if (!want && this.kernelClusterIPs.has(ip)) {
+        w.delMasters.add((k, o) => SvcKeyCodecEncode(key, k, o));
+        this.kernelClusterIPs.delete(ip);
+      }
+    }
+    this.dirtyClusterIPs.clear();
   }
 
   private winner(key: string): FrontendRecord | undefined {
@@ -368,6 +399,8 @@ export class EbpfDataPlane implements DataPlane {
   private readBack(): void {
     const k = readKernel(this.lb!.fds);
     this.kernel.clear();
+    this.kernelClusterIPs.clear();
+    for (const ip of k.clusterIPs) this.kernelClusterIPs.add(ip);
     this.backendRefs.clear();
     this.frontendIds.clear();
     this.backendIds.clear();

@@ -23,6 +23,8 @@ export interface KernelState {
   backends: Map<number, Backend>;
   /** Slot entries no master accounts for (a write interrupted half way). */
   orphanSlots: SvcKey[];
+  /** ClusterIPs whose other ports are refused (the port 0, protocol 0 entries). */
+  clusterIPs: Set<string>;
 }
 
 const feKey = (k: SvcKey): string => `${k.addr}|${k.port}|${k.proto}|${k.scope}`;
@@ -38,8 +40,13 @@ export function readKernel(fds: MapFds): KernelState {
     else l.push(k.cidr);
   }
   const masters = new Map<string, KernelFrontend>();
+  const clusterIPs = new Set<string>();
   for (const [k, v] of entries) {
     if (k.slot !== 0 || k.scope !== SCOPE_INT) continue;
+    if (k.port === 0 && k.proto === 0) {
+      clusterIPs.add(k.addr);
+      continue;
+    }
     masters.set(feKey(k), { addr: k.addr, port: k.port, proto: k.proto, id: v.revNatId, flags: v.flags, affinityTimeout: v.affinityTimeout, backendIds: new Array<number>(v.count).fill(0), ranges: (ranges.get(v.revNatId) ?? []).sort() });
   }
   const orphanSlots: SvcKey[] = [];
@@ -49,7 +56,7 @@ export function readKernel(fds: MapFds): KernelState {
     if (m === undefined || k.slot > m.backendIds.length) orphanSlots.push(k);
     else m.backendIds[k.slot - 1] = v.backendId;
   }
-  return { frontends: [...masters.values()], backends, orphanSlots };
+  return { frontends: [...masters.values()], backends, orphanSlots, clusterIPs };
 }
 
 /** Per-CPU counters of one id summed over CPUs (values are u64 fields back to back). */

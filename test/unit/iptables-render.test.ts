@@ -208,3 +208,18 @@ test('same rules as kube-proxy TestOverallIPTablesRules, modulo the documented d
   want['filter']!.sort();
   assert.deepEqual(tablesOf(renderText(ports)), want);
 });
+
+test('NodePort addresses come from the model: per family, "primary", and a family without CIDRs of its own', () => {
+  const dual: ProxyConfig = { ...CFG, nodeIPs: ['192.168.0.2', '10.0.5.2', 'fd00::2'], nodePortAddresses: ['10.0.0.0/8'] };
+  const tail = (cfg: ProxyConfig, family: 4 | 6): string[] => {
+    const { config } = renderConfig(cfg, 14, family);
+    return render({ ports: [], write: null }, config).tx.toString().split('\n').filter((l) => l.includes('-j KUBE-NODEPORTS') && l.startsWith('-A KUBE-SERVICES'));
+  };
+  const npComment = '-m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain"';
+  assert.deepEqual(tail(dual, 4), [`-A KUBE-SERVICES ${npComment} -d 10.0.5.2 -j KUBE-NODEPORTS`]);
+  // kube-proxy's NewNodePortAddresses: no IPv6 CIDR given means every IPv6 address, not none.
+  assert.deepEqual(tail(dual, 6), [`-A KUBE-SERVICES ${npComment} -m addrtype --dst-type LOCAL ! -d ::1/128 -j KUBE-NODEPORTS`]);
+  const primary: ProxyConfig = { ...dual, nodePortAddresses: ['primary'] };
+  assert.deepEqual(tail(primary, 4), [`-A KUBE-SERVICES ${npComment} -d 192.168.0.2 -j KUBE-NODEPORTS`]);
+  assert.deepEqual(tail(primary, 6), [`-A KUBE-SERVICES ${npComment} -d fd00::2 -j KUBE-NODEPORTS`]);
+});

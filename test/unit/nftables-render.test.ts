@@ -68,7 +68,7 @@ test('nftConfig per family', () => {
   const v6 = nftConfig(CFG6, 14, 6).config;
   assert.equal(v6.family, 'ip6');
   assert.deepEqual(v6.clusterCIDRs, ['fd00:180::/40']);
-  assert.equal(v6.nodeIP, 'fd00:1::5');
+  assert.equal(v6.nodePortIPs, null, 'without --nodeport-addresses: every local address');
   assert.equal(nftConfig(CFG6).config.family, 'ip');
   assert.deepEqual(disjointRanges(['fd00::/64', 'fd00::/48', '10.0.0.0/8', '2001:db8::1'], 6), ['2001:db8::1/128', 'fd00::/48']);
   assert.equal(companionOf('ip-pick-2', 'ip6')?.spec, pickObjects('ip', 'own', 2, 'ip6')[0].spec);

@@ -1,12 +1,16 @@
 // ServicePorts -> one iptables-restore transaction, laid out as kube-proxy's iptables proxier lays
 // it out (pkg/proxy/iptables/proxier.go, syncProxyRules). Pure: no I/O, no clock.
 //
-// Every rule follows from the ServicePort's resolved endpoint sets (clusterEndpoints,
-// localEndpoints, reachableEndpoints, hasEndpoints); no endpoint policy is re-derived here.
+// What each frontend does for each class of source (forward / REJECT / DROP, which endpoint set,
+// masquerade) and which node addresses take NodePorts come from the model's frontend records
+// (model/frontends.ts, model/nodeport-addresses.ts); this file only lays them out as chains.
 // One IP family at a time: IPv4 ports for iptables-restore, IPv6 ports for ip6tables-restore.
 
-import { inAnyCIDR, parseCIDR, parseIP } from '../../model/ip.js';
-import { externallyAccessible, usesClusterEndpoints, usesLocalEndpoints } from '../../model/types.js';
+import { parseCIDR } from '../../model/ip.js';
+import { frontendRecords, portPaths, samePath } from '../../model/frontends.js';
+import type { FrontendPath, PathVerdict } from '../../model/frontends.js';
+import { nodePortSelection } from '../../model/nodeport-addresses.js';
+import { externallyAccessible } from '../../model/types.js';
 import type { ProxyConfig, ServicePort } from '../../model/types.js';
 import {
   FILTER_TOP_CHAINS, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_MARK_MASQ, KUBE_NODEPORTS, KUBE_POSTROUTING,
@@ -16,22 +20,22 @@ import type { JumpRule, PortChains } from './chains.js';
 import { DiscardTransaction, Transaction, type TableName } from './transaction.js';
 
 const DISCARD = new DiscardTransaction();
+const NO_ADDRESSES: readonly string[] = Object.freeze([]);
 
 /** Node-level inputs of the layout, derived once from ProxyConfig (see renderConfig). */
 export interface RenderConfig {
   /** "0x4000" for bit 14; written as kube-proxy's test fixtures write it. */
   masqueradeMark: string;
-  masqueradeAll: boolean;
   /** This family's pod CIDR that identifies pod traffic (kube-proxy's detect-local by cluster CIDR); "" disables it. */
   clusterCIDR: string;
-  /** Primary node address of this family, "" when unknown: LB source ranges containing it also admit the node. */
-  nodeIP: string;
   /** The loopback range, never a NodePort address (no route_localnet). */
   loopback: string;
   /** null: NodePorts on every local address (addrtype LOCAL); else only on these addresses. */
-  nodePortIPs: string[] | null;
+  nodePortIPs: readonly string[] | null;
   /** Drop ctstate INVALID in KUBE-FORWARD (kube-proxy does unless nf_conntrack_tcp_be_liberal is set). */
   dropInvalid: boolean;
+  /** The node config the model's frontend records are decided with. */
+  node: ProxyConfig;
 }
 
 /**
@@ -39,38 +43,20 @@ export interface RenderConfig {
  * warnings (e.g. several cluster CIDRs of a family, of which, like kube-proxy, only one is used).
  */
 export function renderConfig(cfg: ProxyConfig, masqueradeBit = 14, family: 4 | 6 = 4): { config: RenderConfig; warnings: string[] } {
-  const warnings: string[] = [];
   const name = `IPv${family}`;
-  const loopback = family === 4 ? '127.0.0.0/8' : '::1/128';
   const cidrsOfFamily = cfg.clusterCIDRs.filter((c) => parseCIDR(c)?.family === family);
+  const nodePorts = nodePortSelection(cfg, family);
+  const warnings: string[] = [];
   if (cidrsOfFamily.length > 1) warnings.push(`several ${name} clusterCIDRs (${cidrsOfFamily.join(', ')}): only ${cidrsOfFamily[0]} identifies pod traffic`);
-  const nodeIPsOfFamily = cfg.nodeIPs.filter((ip) => parseIP(ip)?.family === family);
-  let nodePortIPs: string[] | null = null;
-  if (cfg.nodePortAddresses.length > 0) {
-    // kube-proxy's NodePortAddresses: only this family's CIDRs; a /0 means "every address";
-    // CIDRs given but none for this family means no NodePorts for this family.
-    const cidrs = cfg.nodePortAddresses.filter((c) => parseCIDR(c)?.family === family);
-    if (!cidrs.some((c) => parseCIDR(c)?.prefix === 0)) {
-      nodePortIPs = [];
-      for (const ip of nodeIPsOfFamily) {
-        if (!inAnyCIDR(ip, cidrs)) continue;
-        // Localhost NodePorts need route_localnet, which Rudder does not set (kube-proxy with
-        // --iptables-localhost-nodeports=false logs and skips them the same way).
-        if (inAnyCIDR(ip, [loopback])) { warnings.push(`nodePortAddresses matches loopback ${ip}: localhost NodePorts are not supported`); continue; }
-        nodePortIPs.push(ip);
-      }
-      if (cidrs.length === 0) warnings.push(`nodePortAddresses has no ${name} CIDR: no ${name} NodePorts`);
-    }
-  }
+  warnings.push(...nodePorts.warnings);
   return {
     config: {
       masqueradeMark: '0x' + (2 ** masqueradeBit).toString(16),
-      masqueradeAll: cfg.masqueradeAll,
       clusterCIDR: cidrsOfFamily[0] ?? '',
-      nodeIP: nodeIPsOfFamily[0] ?? '',
-      loopback,
-      nodePortIPs,
+      loopback: family === 4 ? '127.0.0.0/8' : '::1/128',
+      nodePortIPs: nodePorts.matchAll ? null : nodePorts.addresses,
       dropInvalid: true,
+      node: cfg,
     },
     warnings,
   };
@@ -120,6 +106,11 @@ function writeEndpointDispatch(tx: Transaction, sp: ServicePort, c: PortChains, 
   });
 }
 
+/** The filter rule of a frontend whose path forwards nobody: REJECT without endpoints, DROP without local ones. */
+function filterOf(verdict: PathVerdict, name: string): { target: string; comment: string } {
+  return verdict === 'reject' ? { target: 'REJECT', comment: `${name} has no endpoints` } : { target: 'DROP', comment: `${name} has no local endpoints` };
+}
+
 /**
  * Renders one service port: its rules in the top-level chains into `tx`, its own chains
  * (SVC/SVL/EXT/FW/SEP) into `own` (a DiscardTransaction skips them). Returns the nat chains the
@@ -130,61 +121,58 @@ export function renderServicePort(tx: Transaction, own: Transaction, sp: Service
   const { name, proto } = c;
   const byId = new Map(sp.endpoints.map((e) => [e.id, e]));
   const owned: string[] = [];
+  const chainOf = (set: FrontendPath['set']): string => (set === 'local' ? c.svl : c.svc);
 
-  const usesClusterChain = sp.clusterEndpoints.length > 0 && usesClusterEndpoints(sp);
-  const usesLocalChain = sp.localEndpoints.length > 0 && usesLocalEndpoints(sp);
-  const hasEndpoints = sp.hasEndpoints;
-  const hasInternal = hasEndpoints && !(sp.internalPolicyLocal && sp.localEndpoints.length === 0);
-  const hasExternal = hasEndpoints && !(sp.externalPolicyLocal && sp.localEndpoints.length === 0);
-  const internalChain = sp.internalPolicyLocal ? c.svl : c.svc;
-  const externalPolicyChain = sp.externalPolicyLocal ? c.svl : c.svc;
-  const usesExtChain = hasEndpoints && externallyAccessible(sp);
-  const usesFwChain = hasEndpoints && sp.loadBalancerIPs.length > 0 && sp.loadBalancerSourceRanges.length > 0;
-  const lbChain = usesFwChain ? c.fw : c.ext;
-
-  let internalFilter = '';
-  let internalComment = '';
-  let externalFilter = '';
-  let externalComment = '';
-  if (!hasEndpoints) {
-    internalFilter = externalFilter = 'REJECT';
-    internalComment = externalComment = `${name} has no endpoints`;
-  } else {
-    if (!hasInternal) { internalFilter = 'DROP'; internalComment = `${name} has no local endpoints`; }
-    if (!hasExternal) { externalFilter = 'DROP'; externalComment = `${name} has no local endpoints`; }
-  }
+  // VIP records only: this layout matches NodePorts by port (KUBE-NODEPORTS), whatever the address.
+  const records = frontendRecords(sp, cfg.node, NO_ADDRESSES);
+  const { internal, external } = portPaths(sp, cfg.node);
+  const externalPaths = externallyAccessible(sp) ? [external.fromPod, external.fromNode, external.fromExternal] : [];
+  // A ClusterIP decides the same for every source but masquerade; so does an external frontend
+  // for everyone but the eTP=Local short-circuits, which the EXT chain tells apart below.
+  const inner = internal.fromPod;
+  const outer = external.fromExternal;
+  const hasInternal = inner.verdict === 'forward';
+  const hasExternal = outer.verdict === 'forward';
+  // eTP=Local without local endpoints still forwards pods and the node: their EXT chain stays.
+  const usesExtChain = externalPaths.some((p) => p.verdict === 'forward');
+  const lbRecords = records.filter((r) => r.kind === 'loadBalancerIP');
+  const firewalled = lbRecords.find((r) => r.sourceRanges.length > 0);
+  const lbChain = firewalled !== undefined ? c.fw : c.ext;
+  const internalFilter = filterOf(inner.verdict, name);
+  const externalFilter = filterOf(outer.verdict, name);
   const pp = ['-m', proto, '-p', proto];
   const port = String(sp.port);
 
   // ClusterIP.
   if (hasInternal) {
-    tx.append('nat', KUBE_SERVICES, '-m', 'comment', '--comment', `${name} cluster IP`, ...pp, '-d', sp.clusterIP, '--dport', port, '-j', internalChain);
+    tx.append('nat', KUBE_SERVICES, '-m', 'comment', '--comment', `${name} cluster IP`, ...pp, '-d', sp.clusterIP, '--dport', port, '-j', chainOf(inner.set));
   } else {
-    tx.append('filter', KUBE_SERVICES, '-m', 'comment', '--comment', internalComment, ...pp, '-d', sp.clusterIP, '--dport', port, '-j', internalFilter);
+    tx.append('filter', KUBE_SERVICES, '-m', 'comment', '--comment', internalFilter.comment, ...pp, '-d', sp.clusterIP, '--dport', port, '-j', internalFilter.target);
   }
   // External IPs.
-  for (const ip of sp.externalIPs) {
-    if (hasEndpoints) tx.append('nat', KUBE_SERVICES, '-m', 'comment', '--comment', `${name} external IP`, ...pp, '-d', ip, '--dport', port, '-j', c.ext);
-    if (!hasExternal) tx.append('filter', KUBE_EXTERNAL_SERVICES, '-m', 'comment', '--comment', externalComment, ...pp, '-d', ip, '--dport', port, '-j', externalFilter);
+  for (const r of records) {
+    if (r.kind !== 'externalIP') continue;
+    if (usesExtChain) tx.append('nat', KUBE_SERVICES, '-m', 'comment', '--comment', `${name} external IP`, ...pp, '-d', r.ip, '--dport', port, '-j', c.ext);
+    if (!hasExternal) tx.append('filter', KUBE_EXTERNAL_SERVICES, '-m', 'comment', '--comment', externalFilter.comment, ...pp, '-d', r.ip, '--dport', port, '-j', externalFilter.target);
   }
   // LoadBalancer ingress IPs.
-  for (const ip of sp.loadBalancerIPs) {
-    if (hasEndpoints) tx.append('nat', KUBE_SERVICES, '-m', 'comment', '--comment', `${name} loadbalancer IP`, ...pp, '-d', ip, '--dport', port, '-j', lbChain);
-    if (usesFwChain) {
-      tx.append('filter', KUBE_PROXY_FIREWALL, '-m', 'comment', '--comment', `${name} traffic not accepted by ${c.fw}`, ...pp, '-d', ip, '--dport', port, '-j', 'DROP');
+  for (const r of lbRecords) {
+    if (usesExtChain) tx.append('nat', KUBE_SERVICES, '-m', 'comment', '--comment', `${name} loadbalancer IP`, ...pp, '-d', r.ip, '--dport', port, '-j', lbChain);
+    if (r.sourceRanges.length > 0) {
+      tx.append('filter', KUBE_PROXY_FIREWALL, '-m', 'comment', '--comment', `${name} traffic not accepted by ${c.fw}`, ...pp, '-d', r.ip, '--dport', port, '-j', 'DROP');
     }
   }
   if (!hasExternal) {
-    for (const ip of sp.loadBalancerIPs) {
-      tx.append('filter', KUBE_EXTERNAL_SERVICES, '-m', 'comment', '--comment', externalComment, ...pp, '-d', ip, '--dport', port, '-j', externalFilter);
+    for (const r of lbRecords) {
+      tx.append('filter', KUBE_EXTERNAL_SERVICES, '-m', 'comment', '--comment', externalFilter.comment, ...pp, '-d', r.ip, '--dport', port, '-j', externalFilter.target);
     }
   }
   // NodePort (not subject to loadBalancerSourceRanges, as in kube-proxy).
   if (sp.nodePort !== 0) {
     const np = String(sp.nodePort);
-    if (hasEndpoints) tx.append('nat', KUBE_NODEPORTS, '-m', 'comment', '--comment', name, ...pp, '--dport', np, '-j', c.ext);
+    if (usesExtChain) tx.append('nat', KUBE_NODEPORTS, '-m', 'comment', '--comment', name, ...pp, '--dport', np, '-j', c.ext);
     if (!hasExternal) {
-      tx.append('filter', KUBE_EXTERNAL_SERVICES, '-m', 'comment', '--comment', externalComment, '-m', 'addrtype', '--dst-type', 'LOCAL', ...pp, '--dport', np, '-j', externalFilter);
+      tx.append('filter', KUBE_EXTERNAL_SERVICES, '-m', 'comment', '--comment', externalFilter.comment, '-m', 'addrtype', '--dst-type', 'LOCAL', ...pp, '--dport', np, '-j', externalFilter.target);
     }
   }
   // Health check node port: accepted whether or not there are local endpoints.
@@ -194,50 +182,55 @@ export function renderServicePort(tx: Transaction, own: Transaction, sp: Service
 
   if (hasInternal) {
     const match = ['-m', 'comment', '--comment', `${name} cluster IP`, ...pp, '-d', sp.clusterIP, '--dport', port];
-    if (cfg.masqueradeAll) own.append('nat', internalChain, ...match, '-j', KUBE_MARK_MASQ);
-    // Off-cluster sources to a ClusterIP may have been routed here by another node: masquerade them.
-    else if (cfg.clusterCIDR !== '') own.append('nat', internalChain, ...match, '!', '-s', cfg.clusterCIDR, '-j', KUBE_MARK_MASQ);
+    // Pods masqueraded too: every source is (masqueradeAll).
+    if (inner.masquerade) own.append('nat', chainOf(inner.set), ...match, '-j', KUBE_MARK_MASQ);
+    // Only what is not from a pod: off-cluster sources may have been routed here by another node.
+    else if (internal.fromExternal.masquerade && cfg.clusterCIDR !== '') own.append('nat', chainOf(inner.set), ...match, '!', '-s', cfg.clusterCIDR, '-j', KUBE_MARK_MASQ);
   }
 
   if (usesExtChain) {
     own.chain('nat', c.ext);
     owned.push(c.ext);
-    if (!sp.externalPolicyLocal) {
+    if (outer.masquerade) {
+      // External sources are masqueraded (Cluster policy), and then so is every other source.
       own.append('nat', c.ext, '-m', 'comment', '--comment', `masquerade traffic for ${name} external destinations`, '-j', KUBE_MARK_MASQ);
     } else {
-      if (cfg.clusterCIDR !== '') {
-        own.append('nat', c.ext, '-m', 'comment', '--comment', `pod traffic for ${name} external destinations`, '-s', cfg.clusterCIDR, '-j', c.svc);
+      const pod = external.fromPod;
+      if (!samePath(pod, outer) && cfg.clusterCIDR !== '') {
+        own.append('nat', c.ext, '-m', 'comment', '--comment', `pod traffic for ${name} external destinations`, '-s', cfg.clusterCIDR, '-j', chainOf(pod.set));
       }
-      own.append('nat', c.ext, '-m', 'comment', '--comment', `masquerade LOCAL traffic for ${name} external destinations`, '-m', 'addrtype', '--src-type', 'LOCAL', '-j', KUBE_MARK_MASQ);
-      own.append('nat', c.ext, '-m', 'comment', '--comment', `route LOCAL traffic for ${name} external destinations`, '-m', 'addrtype', '--src-type', 'LOCAL', '-j', c.svc);
+      const node = external.fromNode;
+      if (!samePath(node, outer)) {
+        if (node.masquerade) own.append('nat', c.ext, '-m', 'comment', '--comment', `masquerade LOCAL traffic for ${name} external destinations`, '-m', 'addrtype', '--src-type', 'LOCAL', '-j', KUBE_MARK_MASQ);
+        own.append('nat', c.ext, '-m', 'comment', '--comment', `route LOCAL traffic for ${name} external destinations`, '-m', 'addrtype', '--src-type', 'LOCAL', '-j', chainOf(node.set));
+      }
     }
-    if (hasExternal) own.append('nat', c.ext, '-j', externalPolicyChain);
+    if (hasExternal) own.append('nat', c.ext, '-j', chainOf(outer.set));
   }
 
-  if (usesFwChain) {
+  if (firewalled !== undefined) {
     own.chain('nat', c.fw);
     owned.push(c.fw);
     const head = ['-m', 'comment', '--comment', `${name} loadbalancer IP`];
-    let allowFromNode = false;
-    for (const cidr of sp.loadBalancerSourceRanges) {
-      own.append('nat', c.fw, ...head, '-s', cidr, '-j', c.ext);
-      if (cfg.nodeIP !== '' && inAnyCIDR(cfg.nodeIP, [cidr])) allowFromNode = true;
-    }
+    for (const cidr of firewalled.sourceRanges) own.append('nat', c.fw, ...head, '-s', cidr, '-j', c.ext);
     // A VIP-style LB address is often local to the node: node-originated requests then arrive
     // with the VIP as source and must be let through.
-    if (allowFromNode) for (const ip of sp.loadBalancerIPs) own.append('nat', c.fw, ...head, '-s', ip, '-j', c.ext);
+    if (firewalled.primaryNodeIPInRanges) for (const r of lbRecords) own.append('nat', c.fw, ...head, '-s', r.ip, '-j', c.ext);
     own.append('nat', c.fw, '-m', 'comment', '--comment', `other traffic to ${name} will be dropped by KUBE-PROXY-FIREWALL`);
   }
 
-  if (usesClusterChain) {
-    own.chain('nat', c.svc);
-    owned.push(c.svc);
-    writeEndpointDispatch(own, sp, c, c.svc, sp.clusterEndpoints);
+  // One policy chain per endpoint set some path forwards to.
+  const sets = new Map<FrontendPath['set'], readonly string[]>();
+  for (const p of [internal.fromPod, internal.fromNode, internal.fromExternal, ...externalPaths]) {
+    if (p.verdict === 'forward' && p.endpoints.length > 0) sets.set(p.set, p.endpoints);
   }
-  if (usesLocalChain) {
-    own.chain('nat', c.svl);
-    owned.push(c.svl);
-    writeEndpointDispatch(own, sp, c, c.svl, sp.localEndpoints);
+  for (const set of ['cluster', 'local'] as const) {
+    const ids = sets.get(set);
+    if (ids === undefined) continue;
+    const chain = chainOf(set);
+    own.chain('nat', chain);
+    owned.push(chain);
+    writeEndpointDispatch(own, sp, c, chain, ids);
   }
 
   for (const id of sp.reachableEndpoints) {

@@ -114,22 +114,22 @@ export interface NftConfig {
   masqueradeAll: boolean;
   /** Pod CIDRs of the family: sources inside are pods. Empty: no pod detection (no short-circuit, no off-cluster masquerade). */
   clusterCIDRs: string[];
-  /** Primary node address of the family, "" when unknown (LB source ranges containing it admit the LB IPs as sources). */
-  nodeIP: string;
   /** null: NodePorts on every local address (`fib daddr type local`); else only on these. */
-  nodePortIPs: string[] | null;
+  nodePortIPs: readonly string[] | null;
+  /** The node config the model's frontend records are decided with. */
+  node: ProxyConfig;
 }
 
 /**
  * Derives one family's settings (default IPv4). Never throws; problems come back as warnings.
- * NodePort addresses and the primary node IP are decided exactly as the iptables data plane
- * decides them; every cluster CIDR of the family identifies pods, as `rudder trace` assumes.
+ * NodePort addresses come from the model, as for the iptables data plane; every cluster CIDR of
+ * the family identifies pods, as `rudder trace` assumes.
  */
 export function nftConfig(cfg: ProxyConfig, masqueradeBit = 14, family: 4 | 6 = 4): { config: NftConfig; warnings: string[] } {
   const { config: ipt, warnings } = iptablesRenderConfig(cfg, masqueradeBit, family);
   const clusterCIDRs = cfg.clusterCIDRs.filter((c) => parseCIDR(c)?.family === family);
   return {
-    config: { family: nftFamily(family), masqueradeMark: ipt.masqueradeMark, masqueradeAll: cfg.masqueradeAll, clusterCIDRs, nodeIP: ipt.nodeIP, nodePortIPs: ipt.nodePortIPs },
+    config: { family: nftFamily(family), masqueradeMark: ipt.masqueradeMark, masqueradeAll: cfg.masqueradeAll, clusterCIDRs, nodePortIPs: ipt.nodePortIPs, node: cfg },
     // The iptables plane can use only one cluster CIDR; this one uses them all.
     warnings: warnings.filter((w) => !w.startsWith(`several IPv${family} clusterCIDRs`)),
   };

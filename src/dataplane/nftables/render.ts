@@ -1,12 +1,13 @@
 // One service port (IPv4 or IPv6, for its family's table) -> the elements and objects it needs in the nftables layout. Pure.
 //
-// Every decision follows from the ServicePort's resolved endpoint sets (clusterEndpoints,
-// localEndpoints, hasEndpoints) in the order kube-proxy's nftables proxier makes it; no endpoint
-// policy is re-derived here.
+// What each frontend does for each class of source (forward / reject / drop, which endpoint set,
+// masquerade, the LB firewall) comes from the model's frontend records (model/frontends.ts);
+// this file only turns them into map elements, in the order kube-proxy's nftables proxier writes them.
 
 import { cidrContains, formatCIDR, inAnyCIDR, parseCIDR } from '../../model/ip.js';
 import type { ParsedCIDR } from '../../model/ip.js';
-import { externalEndpoints, internalEndpoints } from '../../model/types.js';
+import { frontendRecords, portPaths, samePath } from '../../model/frontends.js';
+import type { FrontendPath, PathVerdict } from '../../model/frontends.js';
 import type { FrontendKind, ServicePort } from '../../model/types.js';
 import { servicePortName } from '../iptables/chains.js';
 import {
@@ -16,6 +17,8 @@ import {
 } from './layout.js';
 import type { KeyFamily, NftConfig, NftFamily, ObjectDef, Role } from './layout.js';
 import { MAX_COMMENT } from './transaction.js';
+
+const NO_ADDRESSES: readonly string[] = Object.freeze([]);
 
 /** One element a port wants in a set or map. */
 export interface Elem {
@@ -93,6 +96,11 @@ export function disjointRanges(cidrs: readonly string[], family: 4 | 6 = 4): str
   return out.sort();
 }
 
+/** A path that forwards nobody: reject without endpoints anywhere, drop without usable ones. */
+function noEndpointVerdict(v: PathVerdict): string {
+  return v === 'reject' ? `goto ${REJECT_CHAIN}` : 'drop';
+}
+
 /**
  * Renders one service port of `cfg.family`. `owns(frontend id)` tells whether this port wins that frontend
  * (another port may claim the same address and port); frontends it loses produce nothing.
@@ -102,22 +110,28 @@ export function renderPort(sp: ServicePort, cfg: NftConfig, owns: (frontendId: s
   const objects = new Map<string, ObjectDef>();
   const proto = sp.protocol.toLowerCase();
   const name = servicePortName(sp);
-  const hasEndpoints = sp.hasEndpoints;
-  const hasInternal = hasEndpoints && !(sp.internalPolicyLocal && sp.localEndpoints.length === 0);
-  const hasExternal = hasEndpoints && !(sp.externalPolicyLocal && sp.localEndpoints.length === 0);
-  // No endpoints anywhere: reject. Endpoints, but none this traffic may use (a Local policy): drop.
-  const noEndpointVerdict = !hasEndpoints ? `goto ${REJECT_CHAIN}` : 'drop';
   const fam = cfg.family;
   const ipOf = endpointLookup(sp);
   const aff = sp.affinityTimeoutSeconds > 0 ? affinityNames(name, proto, sp.affinityTimeoutSeconds) : null;
-  const affSets = new Set<'cluster' | 'local'>();
+  const affSets = new Map<'cluster' | 'local', readonly string[]>();
 
-  /** Points the frontend's pick map at the chain that picks one of `ids`, with what that chain needs. */
-  const pick = (pickMap: string, f: KeyFamily, role: Role, key: string, ids: readonly string[], set: 'cluster' | 'local'): void => {
-    if (ids.length === 0) return;
+  const { internal, external } = portPaths(sp, cfg.node);
+  // A ClusterIP decides the same for every source but masquerade (the ip-internal chain's job).
+  const inner = internal.fromPod;
+  const outer = external.fromExternal;
+  // eTP=Local: pods and the node short-circuit to another set than outside clients, through the
+  // cluster pick maps the class chain consults for them.
+  const shortCircuit = samePath(external.fromNode, outer) ? null : external.fromNode;
+  // Even when outside clients are dropped, the short-circuits still forward.
+  const forwardsSomeone = [external.fromPod, external.fromNode, outer].some((p) => p.verdict === 'forward');
+
+  /** Points the frontend's pick map at the chain that picks one of the path's endpoints, with what that chain needs. */
+  const pick = (pickMap: string, f: KeyFamily, role: Role, key: string, p: FrontendPath): void => {
+    const ids = p.endpoints;
+    if (p.verdict !== 'forward' || p.set === 'none' || ids.length === 0) return;
     if (aff !== null) {
-      affSets.add(set);
-      elems.push({ set: pickMap, key, value: `goto ${aff.policy(set)}` });
+      affSets.set(p.set, ids);
+      elems.push({ set: pickMap, key, value: `goto ${aff.policy(p.set)}` });
       return;
     }
     const n = ids.length;
@@ -131,13 +145,14 @@ export function renderPort(sp: ServicePort, cfg: NftConfig, owns: (frontendId: s
   };
 
   elems.push({ set: CLUSTER_IPS, key: sp.clusterIP });
-  const internalSet = sp.internalPolicyLocal ? 'local' : 'cluster';
-  const externalSet = sp.externalPolicyLocal ? 'local' : 'cluster';
-  const allowed = disjointRanges(sp.loadBalancerSourceRanges, fam === 'ip' ? 4 : 6);
-  const usesFirewall = hasEndpoints && sp.loadBalancerIPs.length > 0 && allowed.length > 0;
+  // VIP records only: NodePorts are keyed by port in this layout, whatever the address.
+  const lbRecords = frontendRecords(sp, cfg.node, NO_ADDRESSES).filter((r) => r.kind === 'loadBalancerIP');
+  const firewalled = lbRecords.find((r) => r.sourceRanges.length > 0);
+  const allowed = firewalled === undefined ? [] : disjointRanges(firewalled.sourceRanges, fam === 'ip' ? 4 : 6);
+  const usesFirewall = allowed.length > 0;
   // A VIP-style LB address is often local to the node: node-originated requests then arrive with
   // the VIP as source, and are let through when the ranges admit the node's primary address.
-  const allowFromNode = usesFirewall && cfg.nodeIP !== '' && inAnyCIDR(cfg.nodeIP, allowed);
+  const allowFromNode = usesFirewall && firewalled!.primaryNodeIPInRanges;
 
   for (const fe of frontendsOf(sp)) {
     if (!owns(fe.id)) continue;
@@ -147,34 +162,32 @@ export function renderPort(sp: ServicePort, cfg: NftConfig, owns: (frontendId: s
     const dispatch = ip ? SERVICE_IPS : SERVICE_NODEPORTS;
     const noEndpoints = ip ? NO_ENDPOINT_SERVICES : NO_ENDPOINT_NODEPORTS;
     if (fe.kind === 'clusterIP') {
-      if (hasInternal) {
+      if (inner.verdict === 'forward') {
         elems.push({ set: SERVICE_IPS, key: fe.key, value: `goto ${CLASS_CHAINS.ipInternal}`, comment });
-        pick(IP_PICK, 'ip', 'own', fe.key, internalEndpoints(sp), internalSet);
+        pick(IP_PICK, 'ip', 'own', fe.key, inner);
       } else {
-        elems.push({ set: NO_ENDPOINT_SERVICES, key: fe.key, value: noEndpointVerdict, comment });
+        elems.push({ set: NO_ENDPOINT_SERVICES, key: fe.key, value: noEndpointVerdict(inner.verdict), comment });
       }
       continue;
     }
-    if (hasEndpoints) {
-      const cls = sp.externalPolicyLocal
-        ? (ip ? CLASS_CHAINS.ipExternalLocal : CLASS_CHAINS.npExternalLocal)
-        : (ip ? CLASS_CHAINS.ipExternal : CLASS_CHAINS.npExternal);
+    if (forwardsSomeone) {
+      // Outside clients masqueraded (Cluster policy): the class chain that masquerades everyone;
+      // else the one that sends pods and the node to the cluster pick.
+      const cls = outer.masquerade
+        ? (ip ? CLASS_CHAINS.ipExternal : CLASS_CHAINS.npExternal)
+        : (ip ? CLASS_CHAINS.ipExternalLocal : CLASS_CHAINS.npExternalLocal);
       elems.push({ set: dispatch, key: fe.key, value: `goto ${cls}`, comment });
-      if (hasExternal) {
-        pick(ip ? IP_PICK : NP_PICK, fe.family, 'own', fe.key, externalEndpoints(sp), externalSet);
-      }
-      if (sp.externalPolicyLocal && sp.clusterEndpoints.length > 0) {
-        pick(ip ? IP_CLUSTER_PICK : NP_CLUSTER_PICK, fe.family, 'cluster', fe.key, sp.clusterEndpoints, 'cluster');
-      }
+      pick(ip ? IP_PICK : NP_PICK, fe.family, 'own', fe.key, outer);
+      if (shortCircuit !== null) pick(ip ? IP_CLUSTER_PICK : NP_CLUSTER_PICK, fe.family, 'cluster', fe.key, shortCircuit);
     }
-    if (!hasExternal) elems.push({ set: noEndpoints, key: fe.key, value: noEndpointVerdict, comment });
+    if (outer.verdict !== 'forward') elems.push({ set: noEndpoints, key: fe.key, value: noEndpointVerdict(outer.verdict), comment });
     // NodePorts are not subject to loadBalancerSourceRanges, as in kube-proxy.
     if (fe.kind === 'loadBalancerIP' && usesFirewall) {
       elems.push({ set: FIREWALL_IPS, key: fe.key });
       for (const cidr of allowed) elems.push({ set: FIREWALL_ALLOW, key: `${fe.key} . ${cidr}` });
       if (allowFromNode) {
-        for (const lb of sp.loadBalancerIPs) {
-          if (!inAnyCIDR(lb, allowed)) elems.push({ set: FIREWALL_ALLOW, key: `${fe.key} . ${lb}/${fam === 'ip' ? 32 : 128}` });
+        for (const lb of lbRecords) {
+          if (!inAnyCIDR(lb.ip, allowed)) elems.push({ set: FIREWALL_ALLOW, key: `${fe.key} . ${lb.ip}/${fam === 'ip' ? 32 : 128}` });
         }
       }
     }
@@ -198,13 +211,13 @@ export function renderPort(sp: ServicePort, cfg: NftConfig, owns: (frontendId: s
  * addresses per endpoint (with the service's timeout), checked before the random pick and
  * refreshed by the endpoint's chain. These are the only per-service objects of the layout.
  */
-function renderAffinity(sp: ServicePort, proto: string, fam: NftFamily, aff: ReturnType<typeof affinityNames>, sets: ReadonlySet<'cluster' | 'local'>,
+function renderAffinity(sp: ServicePort, proto: string, fam: NftFamily, aff: ReturnType<typeof affinityNames>, sets: ReadonlyMap<'cluster' | 'local', readonly string[]>,
   objects: Map<string, ObjectDef>, ipOf: (id: string) => { ip: string; port: number }): void {
   const timeout = sp.affinityTimeoutSeconds;
   const used = new Set<string>();
   for (const set of ['cluster', 'local'] as const) {
-    if (!sets.has(set)) continue;
-    const ids = set === 'cluster' ? sp.clusterEndpoints : sp.localEndpoints;
+    const ids = sets.get(set);
+    if (ids === undefined) continue;
     const rules = ids.map((id) => `${fam} saddr @${aff.endpointSet(id)} goto ${aff.endpointChain(id)}`);
     const targets = ids.map((id, i) => `${i} : goto ${aff.endpointChain(id)}`);
     rules.push(ids.length === 1 ? `goto ${aff.endpointChain(ids[0]!)}` : `numgen random mod ${ids.length} vmap { ${targets.join(', ')} }`);

@@ -1,8 +1,8 @@
 // `rudder services`: every frontend with its backends and their state, like `cilium service list`.
 import type { ProgrammedFrontend } from '../dataplane/dataplane.js';
 
-import { nodePortAddresses } from '../model/trace.js';
-import { allPorts, externalEndpoints, frontends, internalEndpoints, type ProxyConfig, type ServicePort, type ServiceTable } from '../model/types.js';
+import { frontendRecords, portPaths, type FrontendPath } from '../model/frontends.js';
+import { allPorts, type FrontendKind, type ProxyConfig, type ServicePort, type ServiceTable } from '../model/types.js';
 
 export interface BackendRow {
   address: string;
@@ -25,6 +25,8 @@ export interface FrontendRow {
   backends: BackendRow[];
 }
 
+const TYPE: Record<FrontendKind, FrontendRow['type']> = { clusterIP: 'ClusterIP', externalIP: 'ExternalIP', loadBalancerIP: 'LoadBalancer', nodePort: 'NodePort' };
+
 function addr(ip: string, port: number): string {
   return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
 }
@@ -39,29 +41,32 @@ function backendRows(sp: ServicePort, active: readonly string[]): BackendRow[] {
   }));
 }
 
+/**
+ * One row per frontend record. The path shown is a pod's for a ClusterIP (the usual client) and
+ * an outside client's for the others: the policy their rows name.
+ */
 export function serviceRows(table: ServiceTable, cfg: ProxyConfig): FrontendRow[] {
   const rows: FrontendRow[] = [];
   for (const sp of allPorts(table)) {
-    for (const fe of frontends(sp)) {
-      const internal = fe.kind === 'clusterIP';
-      const active = internal ? internalEndpoints(sp) : externalEndpoints(sp);
+    const row = (kind: FrontendKind, frontend: string, path: FrontendPath): FrontendRow => {
+      const internal = kind === 'clusterIP';
       const local = internal ? sp.internalPolicyLocal : sp.externalPolicyLocal;
-      const action = !sp.hasEndpoints ? 'reject' : active.length === 0 ? 'drop' : 'forward';
-      const base = {
+      return {
         service: sp.id,
+        type: TYPE[kind],
+        frontend,
         protocol: sp.protocol,
         policy: `${internal ? 'iTP' : 'eTP'}=${local ? 'Local' : 'Cluster'}`,
         affinityTimeoutSeconds: sp.affinityTimeoutSeconds,
-        action,
-        backends: backendRows(sp, active),
-      } as const;
-      if (fe.kind === 'nodePort') {
-        const addrs = nodePortAddresses(cfg).filter((a) => a.includes(':') === (sp.family === 6));
-        for (const a of addrs.length > 0 ? addrs : [sp.family === 6 ? '::' : '0.0.0.0']) rows.push({ ...base, type: 'NodePort', frontend: addr(a, fe.port) });
-      } else {
-        const type = fe.kind === 'clusterIP' ? 'ClusterIP' : fe.kind === 'externalIP' ? 'ExternalIP' : 'LoadBalancer';
-        rows.push({ ...base, type, frontend: addr(fe.ip, fe.port) });
-      }
+        action: path.verdict,
+        backends: backendRows(sp, path.endpoints),
+      };
+    };
+    const records = frontendRecords(sp, cfg);
+    for (const r of records) rows.push(row(r.kind, addr(r.ip, r.port), r.kind === 'clusterIP' ? r.fromPod : r.fromExternal));
+    // No known NodePort address of the family (no node IPs, say): still show the NodePort.
+    if (sp.nodePort > 0 && !records.some((r) => r.kind === 'nodePort')) {
+      rows.push(row('nodePort', addr(sp.family === 6 ? '::' : '0.0.0.0', sp.nodePort), portPaths(sp, cfg).external.fromExternal));
     }
   }
   return rows;
@@ -101,7 +106,7 @@ export async function programmedServices(agent: string, json: boolean): Promise<
 }
 
 const KIND_ORDER: Record<string, number> = { clusterIP: 0, externalIP: 1, loadBalancerIP: 2, nodePort: 3 };
-const KIND_NAME: Record<string, string> = { clusterIP: 'ClusterIP', externalIP: 'ExternalIP', loadBalancerIP: 'LoadBalancer', nodePort: 'NodePort' };
+const KIND_NAME: Readonly<Record<string, string>> = TYPE;
 
 export function renderProgrammed(rows: readonly ProgrammedFrontend[]): string {
   const sorted = [...rows].sort((a, b) => (a.service < b.service ? -1 : a.service > b.service ? 1 : (KIND_ORDER[a.kind] ?? 9) - (KIND_ORDER[b.kind] ?? 9)));

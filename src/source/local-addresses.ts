@@ -1,0 +1,188 @@
+// The addresses the kernel treats as local in this network namespace, for ProxyConfig.localAddresses:
+// with no --nodeport-addresses, NodePorts are served on every one of them (the data planes match
+// `addrtype LOCAL` / `fib daddr type local`), and `rudder trace` / `rudder services` need the same
+// list spelled out. Read with `ip -j addr show`, followed with `ip -o monitor address`.
+
+import { spawn as nodeSpawn } from 'node:child_process';
+import { normalizeIP, parseIP } from '../model/ip.js';
+import { exec as defaultExec, type ExecFn } from '../util/exec.js';
+
+/** `ip` could not run, failed, or printed something that is not its JSON. */
+export class LocalAddressError extends Error {
+  readonly code = 'ELOCALADDR';
+  constructor(message: string, readonly detail = '') {
+    super(message);
+    this.name = 'LocalAddressError';
+  }
+}
+
+interface IpAddrInfo {
+  family?: unknown;
+  local?: unknown;
+  dadfailed?: unknown;
+}
+
+/**
+ * Never NodePort addresses: loopback, since localhost NodePorts need route_localnet, which Rudder
+ * does not set, and IPv6 link-local, which is only meaningful with an interface attached.
+ */
+function usable(ip: string): boolean {
+  const p = parseIP(ip);
+  if (p === null) return false;
+  if (p.family === 4) return p.value >> 24n !== 127n;
+  return p.value !== 1n && p.value >> 118n !== 0x3fan;
+}
+
+function compare(a: string, b: string): number {
+  const pa = parseIP(a)!;
+  const pb = parseIP(b)!;
+  if (pa.family !== pb.family) return pa.family - pb.family;
+  return pa.value < pb.value ? -1 : pa.value > pb.value ? 1 : 0;
+}
+
+/**
+ * The usable local addresses in `ip -j addr show` output: canonical text, IPv4 first, each family
+ * in address order (so a re-created interface does not look like a change). Throws
+ * LocalAddressError when the text is not that JSON.
+ */
+export function parseIpAddrJSON(text: string): string[] {
+  let links: unknown;
+  try {
+    links = JSON.parse(text);
+  } catch (e) {
+    throw new LocalAddressError(`ip -j addr show: unreadable output: ${(e as Error).message}`);
+  }
+  if (!Array.isArray(links)) throw new LocalAddressError('ip -j addr show: expected a list of links');
+  const out = new Set<string>();
+  for (const link of links as Array<{ addr_info?: unknown }>) {
+    const infos = link?.addr_info;
+    if (!Array.isArray(infos)) continue;
+    for (const a of infos as IpAddrInfo[]) {
+      if ((a.family !== 'inet' && a.family !== 'inet6') || typeof a.local !== 'string') continue;
+      // A duplicate-address-detection failure leaves the address on the link but never usable.
+      if (a.dadfailed === true) continue;
+      const ip = normalizeIP(a.local);
+      if (ip !== null && usable(ip)) out.add(ip);
+    }
+  }
+  return [...out].sort(compare);
+}
+
+/** This namespace's usable local addresses (see parseIpAddrJSON). Throws LocalAddressError. */
+export async function readLocalAddresses(exec: ExecFn = defaultExec): Promise<string[]> {
+  let r;
+  try {
+    r = await exec(['ip', '-j', 'addr', 'show'], { timeoutMs: 10_000 });
+  } catch (e) {
+    throw new LocalAddressError(`ip -j addr show could not run: ${(e as Error).message}`);
+  }
+  if (r.code !== 0) throw new LocalAddressError(`ip -j addr show failed (exit ${r.code})`, r.stderr.trim());
+  return parseIpAddrJSON(r.stdout);
+}
+
+/** The part of a child process the watcher uses, so tests can hand it a fake. */
+export interface MonitorProcess {
+  stdout: NodeJS.ReadableStream | null;
+  on(event: 'exit', listener: (code: number | null) => void): unknown;
+  on(event: 'error', listener: (e: Error) => void): unknown;
+  kill(): unknown;
+}
+
+export interface WatchOptions {
+  exec?: ExecFn;
+  spawn?: (argv: readonly string[]) => MonitorProcess;
+  /** Events arrive in bursts (an interface coming up adds several addresses): one read per burst. Default 250 ms. */
+  debounceMs?: number;
+  /** Restart delay after `ip monitor` exits. Default 1 s. */
+  restartMs?: number;
+  /** Failed reads and monitor exits; the watcher keeps going either way. */
+  onError?: (e: Error) => void;
+}
+
+const spawnMonitor = (argv: readonly string[]): MonitorProcess =>
+  nodeSpawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'ignore'] });
+
+/**
+ * Calls `onChange` with the local addresses now, then whenever they change (a burst of address
+ * events, debounced, then one read; only a different list is reported). Never throws: failures
+ * go to `onError`, and a monitor that exits is restarted.
+ */
+export function watchLocalAddresses(onChange: (addresses: string[]) => void, opts: WatchOptions = {}): { close(): void } {
+  const exec = opts.exec ?? defaultExec;
+  const spawn = opts.spawn ?? spawnMonitor;
+  const debounceMs = opts.debounceMs ?? 250;
+  const restartMs = opts.restartMs ?? 1000;
+  const onError = opts.onError ?? (() => {});
+  let closed = false;
+  let last: string | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let restart: NodeJS.Timeout | undefined;
+  let child: MonitorProcess | undefined;
+  let reading = false;
+  let again = false;
+
+  const read = async (): Promise<void> => {
+    // One read at a time; events during a read cause one more read after it.
+    if (reading) { again = true; return; }
+    reading = true;
+    try {
+      do {
+        again = false;
+        try {
+          const addrs = await readLocalAddresses(exec);
+          const key = addrs.join(',');
+          if (!closed && key !== last) {
+            last = key;
+            onChange(addrs);
+          }
+        } catch (e) {
+          if (!closed) onError(e as Error);
+        }
+      } while (again && !closed);
+    } finally {
+      reading = false;
+    }
+  };
+
+  const poke = (): void => {
+    if (closed) return;
+    if (timer !== undefined) clearTimeout(timer);
+    timer = setTimeout(() => { timer = undefined; void read(); }, debounceMs);
+  };
+
+  const start = (): void => {
+    if (closed) return;
+    let c: MonitorProcess;
+    try {
+      c = spawn(['ip', '-o', 'monitor', 'address']);
+    } catch (e) {
+      onError(new LocalAddressError(`ip -o monitor address could not run: ${(e as Error).message}`));
+      restart = setTimeout(start, restartMs);
+      return;
+    }
+    child = c;
+    c.stdout?.on('data', poke);
+    let ended = false;
+    const onEnd = (why: string): void => {
+      if (ended) return;
+      ended = true;
+      if (closed) return;
+      onError(new LocalAddressError(`ip -o monitor address ${why}; restarting`));
+      // Changes made while no monitor ran would go unseen: read again once it is back.
+      restart = setTimeout(() => { start(); poke(); }, restartMs);
+    };
+    c.on('error', (e) => onEnd(`failed: ${e.message}`));
+    c.on('exit', (code) => onEnd(`exited (${code ?? 'signal'})`));
+  };
+
+  start();
+  void read();
+  return {
+    close(): void {
+      closed = true;
+      if (timer !== undefined) clearTimeout(timer);
+      if (restart !== undefined) clearTimeout(restart);
+      child?.kill();
+    },
+  };
+}

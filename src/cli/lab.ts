@@ -3,6 +3,7 @@
 import { createLogger, type Logger } from '../observe/log.js';
 import { Lab } from '../lab/lab.js';
 import { LabError } from '../lab/errors.js';
+import { findCgroup2Mount, listPinDirs, listRunCgroups } from '../lab/cgroup.js';
 import { isRunId, LAB_PREFIX, listLabNamespaces } from '../lab/netns.js';
 import { defaultTopology } from '../lab/topology.js';
 
@@ -10,9 +11,11 @@ const USAGE = `usage: rudder lab <command>
 
   up [--run <id>] [--no-servers]   create the default two-node lab, start the pod servers,
                                    print its namespaces and addresses, and keep it until Ctrl-C
-  down --run <id>                  remove the namespaces (and their processes) of one run
-  clean                            remove every lab namespace (${LAB_PREFIX}*) left by crashed runs
-  list                             list lab namespaces by run
+  down --run <id>                  remove one run: its cgroups, namespaces (and their processes)
+                                   and BPF pin directories
+  clean                            remove every lab run (${LAB_PREFIX}* namespaces, cgroups and
+                                   BPF pin directories) left by crashed runs
+  list                             list lab namespaces, cgroups and pin directories by run
 `;
 
 function out(line = ''): void {
@@ -103,6 +106,8 @@ function printLab(lab: Lab): void {
   for (const r of roles) out(`  ${r.role.padEnd(wr)}  ${r.kind.padEnd(6)}  ${r.ns.padEnd(wn)}  ${r.ip.padEnd(wi)}  ${r.detail}`);
   const t = lab.topology;
   out(`\n  ranges: nodes ${t.nodeNetwork}, pods ${t.clusterCIDR}, services ${t.serviceCIDR}, LB/external ${t.externalCIDR}`);
+  const cgroups = roles.filter((r) => r.kind === 'node' && r.cgroup !== undefined).map((r) => `${r.role} ${r.cgroup}`);
+  out(cgroups.length > 0 ? `  cgroups: ${cgroups.join(', ')} (pods run in their node's)` : '  cgroups: none (cgroup v2 is not mounted)');
   const pod = t.pods[0];
   const client = t.clients[0];
   if (pod !== undefined && client !== undefined) {
@@ -120,36 +125,43 @@ async function down(args: string[], logger: Logger): Promise<number> {
   }
   out(`removing lab ${runId}...`);
   const removed = await Lab.cleanLeftovers({ runId, logger });
-  for (const ns of removed) out(`  removed ${ns}`);
-  const left = await listLabNamespaces(runId);
+  for (const name of removed) out(`  removed ${name}`);
+  const left = await leftovers(runId);
   if (left.length > 0) {
     out(`could not remove: ${left.join(', ')}`);
     return 1;
   }
-  out(removed.length === 0 ? `no namespaces of run ${runId}` : `lab ${runId} removed`);
+  out(removed.length === 0 ? `nothing of run ${runId} found` : `lab ${runId} removed`);
   return 0;
 }
 
+/** Namespaces, cgroups and pin directories of lab runs (all, or one run's) that exist now. */
+async function leftovers(runId?: string): Promise<string[]> {
+  const mount = findCgroup2Mount();
+  return [...(await listLabNamespaces(runId)), ...(mount === null ? [] : listRunCgroups(mount, runId)), ...listPinDirs(runId)];
+}
+
 async function clean(logger: Logger): Promise<number> {
-  out(`removing every ${LAB_PREFIX}* namespace...`);
+  out(`removing every ${LAB_PREFIX}* namespace, cgroup and BPF pin directory...`);
   const removed = await Lab.cleanLeftovers({ logger });
-  for (const ns of removed) out(`  removed ${ns}`);
-  const left = await listLabNamespaces();
+  for (const name of removed) out(`  removed ${name}`);
+  const left = await leftovers();
   if (left.length > 0) {
     out(`could not remove: ${left.join(', ')}`);
     return 1;
   }
-  out(removed.length === 0 ? 'nothing to clean' : `removed ${removed.length} namespace(s)`);
+  out(removed.length === 0 ? 'nothing to clean' : `removed ${removed.length} item(s)`);
   return 0;
 }
 
 async function list(): Promise<number> {
   const byRun = new Map<string, string[]>();
-  for (const ns of await listLabNamespaces()) {
-    const id = ns.slice(LAB_PREFIX.length, LAB_PREFIX.length + 4);
-    byRun.set(id, [...(byRun.get(id) ?? []), ns]);
+  for (const name of await leftovers()) {
+    const base = name.slice(name.lastIndexOf('/') + 1);
+    const id = base.slice(LAB_PREFIX.length, LAB_PREFIX.length + 4);
+    byRun.set(id, [...(byRun.get(id) ?? []), name]);
   }
-  if (byRun.size === 0) out('no lab namespaces');
+  if (byRun.size === 0) out('no lab runs');
   for (const [id, names] of byRun) out(`run ${id}: ${names.join(' ')}`);
   return 0;
 }

@@ -11,8 +11,10 @@ export type LabErrorCode =
   | 'ESERVER'
   /** The lab was destroyed (or is being destroyed) while the operation ran. */
   | 'EDESTROYED'
-  /** An operation would break the lab's network rule (e.g. a default route). */
-  | 'EUNSAFE';
+  /** An operation would break the lab's network rule (e.g. a default route, a cgroup outside the lab). */
+  | 'EUNSAFE'
+  /** The lab has no cgroups (cgroup v2 is not mounted, or the lab was created without them). */
+  | 'ECGROUP';
 
 export class LabError extends Error {
   constructor(readonly code: LabErrorCode, message: string, options?: { cause?: unknown }) {

@@ -1,14 +1,17 @@
-// A running lab: its namespaces, its processes, probes from inside it, and teardown that always
-// happens (explicit destroy, creation failure, process exit, SIGINT/SIGTERM/SIGHUP).
+// A running lab: its namespaces, its per-node cgroups, its processes, probes from inside it, and
+// teardown that always happens (explicit destroy, creation failure, process exit,
+// SIGINT/SIGTERM/SIGHUP).
 
 import { spawnSync } from 'node:child_process';
 import { createLogger, type Logger } from '../observe/log.js';
 import { exec, execOk, type ExecOptions, type ExecResult } from '../util/exec.js';
 import { buildTopology, podVethName } from './build.js';
+import { BPF_FS, findCgroup2Mount, listPinDirs, removePinDirs, RunCgroups } from './cgroup.js';
 import { LabError } from './errors.js';
-import {
-  deleteNamespace, deleteNamespaceSync, isRunId, LAB_PREFIX, listLabNamespaces, newRunId, nsName, removeLabNamespaces, runPrefix,
-} from './netns.js';
+import { register, unregister } from './exit.js';
+import { freeRunId, removeLeftovers } from './leftovers.js';
+import { deleteNamespace, deleteNamespaceSync, isRunId, listLabNamespaces, nsName, runPrefix } from './netns.js';
+import { placedArgv, type Placement } from './place.js';
 import {
   curlArgv, findProgram, parseCurlResult, parseUdpResult, TCP_PROBE_PORT, udpArgv,
   type CurlOptions, type PingResult, type ProbeResult, type UdpOptions,
@@ -26,6 +29,17 @@ export interface LabOptions {
    * and still on a signal when no other handler for it is left.
    */
   handleSignals?: boolean;
+  /**
+   * Give every node a cgroup v2 directory (`<cgroup2 mount>/rd-<run>/<node>`) and start the
+   * processes of the node and of its pods inside it, where eBPF socket programs can be attached.
+   * Default true; without a cgroup2 mount the lab runs without cgroups and logs one warning.
+   */
+  cgroups?: boolean;
+}
+
+export interface LabExecOptions extends ExecOptions {
+  /** Enter with `nsenter --net`, keeping the root mount namespace (see SpawnOptions.keepMounts). */
+  keepMounts?: boolean;
 }
 
 export type RoleKind = 'fabric' | 'node' | 'client' | 'pod';
@@ -38,6 +52,8 @@ export interface RoleInfo {
   ip: string;
   /** Human-readable details: pod CIDR and gateway, pod ports, bridge. */
   detail: string;
+  /** The cgroup its processes run in (its node's for nodes and pods), if any. */
+  cgroup?: string;
 }
 
 type State = 'creating' | 'ready' | 'destroying' | 'destroyed';
@@ -51,14 +67,19 @@ export class Lab {
   private readonly kinds = new Map<string, RoleKind>();
   private readonly created = new Set<string>();
   private readonly servers = new Map<string, LabProcess>();
+  /** null when the lab runs without cgroups; `noCgroups` says why. */
+  private readonly cgroups: RunCgroups | null;
+  private readonly noCgroups: string;
   private state: State = 'creating';
   private destroying: Promise<void> | null = null;
 
-  private constructor(topology: Topology, runId: string, logger: Logger, handleSignals: boolean) {
+  private constructor(topology: Topology, runId: string, logger: Logger, handleSignals: boolean, cgroups: RunCgroups | null, noCgroups: string) {
     this.topology = topology;
     this.runId = runId;
     this.logger = logger;
     this.handleSignals = handleSignals;
+    this.cgroups = cgroups;
+    this.noCgroups = noCgroups;
     this.procs = new ProcessGroup(logger);
     this.kinds.set(FABRIC_ROLE, 'fabric');
     for (const n of topology.nodes) this.kinds.set(n.name, 'node');
@@ -67,20 +88,27 @@ export class Lab {
   }
 
   /**
-   * Validates the topology, then creates it. Throws LabError ETOPOLOGY (nothing created) or
-   * ECREATE (everything created so far has been removed again; `cause` is the failing command).
+   * Validates the topology, then creates it: the node cgroups first, then the namespaces. Throws
+   * LabError ETOPOLOGY (nothing created) or ECREATE (everything created so far has been removed
+   * again; `cause` is the failing command).
    */
   static async create(topology: Topology, opts: LabOptions = {}): Promise<Lab> {
     validateTopology(topology);
-    const runId = opts.runId ?? (await freeRunId());
+    const mount = opts.cgroups === false ? null : findCgroup2Mount();
+    const runId = opts.runId ?? (await freeRunId(mount));
     if (!isRunId(runId)) throw new LabError('ETOPOLOGY', `run id ${JSON.stringify(runId)} must be 4 hex digits`);
-    const existing = await listLabNamespaces(runId);
+    const cgroups = mount === null ? null : new RunCgroups(mount, runId);
+    // Stale pins would seed a new agent's state with an old run's services.
+    const existing = [...(await listLabNamespaces(runId)), ...(cgroups?.exists() === true ? [cgroups.parent] : []), ...listPinDirs(runId)];
     if (existing.length > 0) throw new LabError('ECREATE', `run id ${runId} is in use: ${existing.join(', ')} exist (rudder lab down --run ${runId})`);
     const logger = (opts.logger ?? createLogger()).child({ lab: runId });
-    const lab = new Lab(structuredClone(topology), runId, logger, opts.handleSignals ?? true);
+    const noCgroups = opts.cgroups === false ? 'it was created with cgroups: false' : 'cgroup v2 is not mounted (no cgroup2 entry in /proc/self/mountinfo)';
+    if (cgroups === null && opts.cgroups !== false) logger.warn('lab runs without node cgroups: eBPF socket programs cannot be scoped to a node', { reason: noCgroups });
+    const lab = new Lab(structuredClone(topology), runId, logger, opts.handleSignals ?? true, cgroups, noCgroups);
     register(lab);
     const started = Date.now();
     try {
+      cgroups?.create(lab.topology.nodes.map((n) => n.name));
       await buildTopology({
         topology: lab.topology,
         logger: lab.logger,
@@ -101,15 +129,13 @@ export class Lab {
   }
 
   /**
-   * Removes every lab namespace on the machine (or only run `runId`'s), killing the processes in
-   * them, including labs that are still running in other processes. Resolves with the names removed.
+   * Removes every lab run on the machine (or only run `runId`'s), including labs that are still
+   * running in other processes: kills the processes in the runs' cgroups and removes those, removes
+   * the namespaces (killing the processes in them), then the BPF pin directories. Resolves with
+   * what was removed: namespace names, then cgroup and pin directories (absolute paths).
    */
-  static async cleanLeftovers(opts: { runId?: string; logger?: Logger } = {}): Promise<string[]> {
-    const log = opts.logger ?? createLogger();
-    if (opts.runId !== undefined && !isRunId(opts.runId)) throw new LabError('EROLE', `run id ${JSON.stringify(opts.runId)} must be 4 hex digits`);
-    const removed = await removeLabNamespaces(opts.runId, (ns) => log.warn('could not remove namespace', { ns }));
-    for (const ns of removed) log.info('removed namespace', { ns });
-    return removed;
+  static cleanLeftovers(opts: { runId?: string; logger?: Logger } = {}): Promise<string[]> {
+    return removeLeftovers(opts.runId, opts.logger ?? createLogger());
   }
 
   /** Namespace name of a role (node, pod, client or "fabric"). Throws LabError EROLE if unknown. */
@@ -118,19 +144,54 @@ export class Lab {
     return nsName(this.runId, role);
   }
 
-  /** Every role with its namespace, address and details, in creation order. */
+  /** Every role with its namespace, address, cgroup and details, in creation order. */
   roles(): RoleInfo[] {
     const t = this.topology;
-    return [
+    const withCgroup = (r: RoleInfo): RoleInfo => {
+      const cgroup = this.cgroupOf(r.role);
+      return cgroup === undefined ? r : { ...r, cgroup };
+    };
+    const all: RoleInfo[] = [
       { role: FABRIC_ROLE, kind: 'fabric', ns: this.ns(FABRIC_ROLE), ip: '', detail: `bridge br0, node network ${t.nodeNetwork}` },
       ...t.nodes.map((n): RoleInfo => ({ role: n.name, kind: 'node', ns: this.ns(n.name), ip: n.ip, detail: `podCIDR ${n.podCIDR} gw ${podGateway(n)}${n.zone ? ` zone ${n.zone}` : ''}` })),
       ...t.clients.map((c): RoleInfo => ({ role: c.name, kind: 'client', ns: this.ns(c.name), ip: c.ip, detail: 'external client' })),
       ...t.pods.map((p, i): RoleInfo => ({ role: p.name, kind: 'pod', ns: this.ns(p.name), ip: p.ip, detail: `on ${p.node} (${podVethName(p.name, i)}) tcp ${p.ports.join(',') || '-'} udp ${p.udpPorts.join(',') || '-'}` })),
     ];
+    return all.map(withCgroup);
   }
 
   kindOf(role: string): RoleKind | undefined {
     return this.kinds.get(role);
+  }
+
+  /**
+   * Absolute path of a node's cgroup directory, where its processes and its pods' run and where a
+   * data plane attaches its socket programs. Throws LabError EROLE if `node` is not a node, ECGROUP
+   * if the lab has no cgroups.
+   */
+  cgroup(node: string): string {
+    if (this.kinds.get(node) !== 'node') throw new LabError('EROLE', `lab ${this.runId} has no node ${JSON.stringify(node)} (nodes: ${this.topology.nodes.map((n) => n.name).join(', ')})`);
+    if (this.cgroups === null) throw new LabError('ECGROUP', `lab ${this.runId} has no cgroup for node ${node}: ${this.noCgroups}`);
+    return this.cgroups.node(node);
+  }
+
+  /**
+   * The cgroup a role's processes run in: its own for a node, its node's for a pod; undefined for
+   * clients, the fabric, and in a lab without cgroups. Throws LabError EROLE for an unknown role.
+   */
+  cgroupOf(role: string): string | undefined {
+    this.ns(role);
+    const kind = this.kinds.get(role);
+    if (this.cgroups === null) return undefined;
+    if (kind === 'node') return this.cgroups.node(role);
+    if (kind === 'pod') return this.cgroups.node(this.pod(role).node);
+    return undefined;
+  }
+
+  /** Where an agent on `node` pins its BPF maps and links; removed with the lab. Throws LabError EROLE. */
+  bpfPinPath(node: string): string {
+    if (this.kinds.get(node) !== 'node') throw new LabError('EROLE', `lab ${this.runId} has no node ${JSON.stringify(node)}`);
+    return `${BPF_FS}/${nsName(this.runId, node)}`;
   }
 
   /** Node-network IP of a node or client, or a pod's IP. Throws LabError EROLE. */
@@ -146,20 +207,24 @@ export class Lab {
     return p;
   }
 
-  /** Runs argv inside a role's namespace; resolves with its exit code and output (see util/exec). */
-  exec(role: string, argv: readonly string[], opts?: ExecOptions): Promise<ExecResult> {
-    return exec(['ip', 'netns', 'exec', this.ns(role), ...argv], opts);
+  /**
+   * Runs argv inside a role's namespace, and for a node or pod inside the node's cgroup from its
+   * first instruction; resolves with its exit code and output (see util/exec). Throws LabError
+   * EROLE for an unknown role.
+   */
+  exec(role: string, argv: readonly string[], opts: LabExecOptions = {}): Promise<ExecResult> {
+    return exec(placedArgv(this.place(role, opts.keepMounts), argv), opts);
   }
 
   /** Like exec, but a non-zero exit throws ExecError. */
-  execOk(role: string, argv: readonly string[], opts?: ExecOptions): Promise<ExecResult> {
-    return execOk(['ip', 'netns', 'exec', this.ns(role), ...argv], opts);
+  execOk(role: string, argv: readonly string[], opts: LabExecOptions = {}): Promise<ExecResult> {
+    return execOk(placedArgv(this.place(role, opts.keepMounts), argv), opts);
   }
 
-  /** Starts a long-running process in a role's namespace; it is stopped on destroy. */
+  /** Starts a long-running process placed as exec places it; it is stopped on destroy. */
   spawn(role: string, argv: readonly string[], opts?: SpawnOptions): LabProcess {
     this.checkAlive();
-    return this.procs.spawn(this.ns(role), argv, opts);
+    return this.procs.spawn(this.place(role), argv, opts);
   }
 
   /** Stops one process started with spawn (SIGTERM, then SIGKILL after graceMs). */
@@ -176,7 +241,7 @@ export class Lab {
     const specs = pods === undefined ? this.topology.pods : pods.map((n) => this.pod(n));
     await Promise.all(specs.map(async (p) => {
       if (this.servers.get(p.name)?.running()) return;
-      const proc = await startPodServer(this.procs, this.ns(p.name), p);
+      const proc = await startPodServer(this.procs, this.place(p.name), p);
       this.servers.set(p.name, proc);
     }));
     this.logger.info('pod servers ready', { pods: specs.length });
@@ -246,11 +311,16 @@ export class Lab {
     return this.destroying;
   }
 
-  /** Synchronous destroy for exit and signal handlers: SIGKILLs processes, deletes namespaces. */
+  /** Synchronous destroy for exit and signal handlers: SIGKILLs processes, removes cgroups, namespaces, pins. */
   destroySync(): void {
     if (this.state === 'destroyed') return;
     this.state = 'destroyed';
     this.procs.killAllSync();
+    try {
+      this.cgroups?.removeSync();
+    } catch {
+      // an exit handler must not throw; `rudder lab clean` removes what is left
+    }
     const names = new Set(this.created);
     const list = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8', timeout: 5000 });
     for (const line of (list.stdout ?? '').split('\n')) {
@@ -258,6 +328,7 @@ export class Lab {
       if (n.startsWith(runPrefix(this.runId))) names.add(n);
     }
     for (const ns of names) deleteNamespaceSync(ns);
+    removePinDirs(this.runId);
     this.created.clear();
     unregister(this);
   }
@@ -267,6 +338,8 @@ export class Lab {
     try {
       await this.procs.stopAll(1000);
       this.servers.clear();
+      // Whatever the lab's processes forked, and clients still running, are in the node cgroups.
+      await this.removeCgroups();
       await Promise.all([...this.created].map((ns) => deleteNamespace(ns)));
       // Sweep by prefix too: a namespace whose creation raced with destroy is not in `created` yet.
       for (let attempt = 0; attempt < 3; attempt++) {
@@ -274,6 +347,7 @@ export class Lab {
         if (left.length === 0) break;
         await Promise.all(left.map((ns) => deleteNamespace(ns)));
       }
+      removePinDirs(this.runId, (path, e) => this.logger.warn('could not remove BPF pin directory; run `rudder lab clean`', { path, error: e }));
       const left = await listLabNamespaces(this.runId);
       if (left.length > 0) this.logger.warn('namespaces left behind; run `rudder lab clean`', { namespaces: left });
       else this.logger.info('lab removed', { ms: Date.now() - started });
@@ -283,56 +357,22 @@ export class Lab {
     this.created.clear();
   }
 
+  private async removeCgroups(): Promise<void> {
+    const cgroups = this.cgroups;
+    if (cgroups === null) return;
+    try {
+      await cgroups.remove();
+    } catch (e) {
+      this.logger.warn('could not remove cgroups', { cgroup: cgroups.parent, error: e });
+    }
+    if (cgroups.exists()) this.logger.warn('cgroup left behind; run `rudder lab clean`', { cgroup: cgroups.parent });
+  }
+
+  private place(role: string, keepMounts?: boolean): Placement {
+    return { ns: this.ns(role), cgroup: this.cgroupOf(role), keepMounts };
+  }
+
   private checkAlive(): void {
     if (!this.isAlive()) throw new LabError('EDESTROYED', `lab ${this.runId} was destroyed`);
   }
-}
-
-async function freeRunId(): Promise<string> {
-  const inUse = new Set((await listLabNamespaces()).map((n) => n.slice(LAB_PREFIX.length, LAB_PREFIX.length + 4)));
-  for (let i = 0; i < 100; i++) {
-    const id = newRunId();
-    if (!inUse.has(id)) return id;
-  }
-  throw new LabError('ECREATE', 'no free run id (too many lab namespaces; run `rudder lab clean`)');
-}
-
-// ---- process-wide teardown -------------------------------------------------------------------
-
-const live = new Set<Lab>();
-const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-let installed = false;
-
-function onExit(): void {
-  for (const lab of [...live]) lab.destroySync();
-}
-
-function onSignal(signal: NodeJS.Signals): void {
-  const alone = process.listenerCount(signal) === 1;
-  for (const lab of [...live]) if (alone || lab.handleSignals) lab.destroySync();
-  if (alone) {
-    // Nobody else handles this signal: restore the default action and die of it, as we would have.
-    uninstall();
-    process.kill(process.pid, signal);
-  }
-}
-
-function register(lab: Lab): void {
-  live.add(lab);
-  if (installed) return;
-  installed = true;
-  process.on('exit', onExit);
-  for (const s of SIGNALS) process.on(s, onSignal);
-}
-
-function unregister(lab: Lab): void {
-  live.delete(lab);
-  if (live.size === 0) uninstall();
-}
-
-function uninstall(): void {
-  if (!installed) return;
-  installed = false;
-  process.off('exit', onExit);
-  for (const s of SIGNALS) process.off(s, onSignal);
 }

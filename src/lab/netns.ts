@@ -19,10 +19,18 @@ export function isRunId(s: string): boolean {
   return RUN_ID.test(s);
 }
 
+/** `rd-<id>`: the run's own name, e.g. its cgroup directory. */
+export function runName(runId: string): string {
+  return `${LAB_PREFIX}${runId}`;
+}
+
 /** The prefix shared by every namespace of one run: `rd-<id>-`. */
 export function runPrefix(runId: string): string {
-  return `${LAB_PREFIX}${runId}-`;
+  return `${runName(runId)}-`;
 }
+
+/** Where `ip netns add` puts the namespace files that `nsenter --net=` can open. */
+export const NETNS_RUN_DIR = '/run/netns';
 
 /** `rd-<id>-<role>`. */
 export function nsName(runId: string, role: string): string {

@@ -2,13 +2,15 @@
 // can stop them on teardown, synchronously if it must.
 //
 // These are spawned directly rather than through util/exec (which waits for the program to end),
-// still with argv arrays and no shell. `ip netns exec` execs the program, so the child's pid is
-// the program itself and signals reach it.
+// still with argv arrays and no shell built from data. Every step of the placement chain (cgroup
+// join, `ip netns exec` or `nsenter`) execs the next, so the child's pid is the program itself and
+// signals reach it.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../observe/log.js';
 import { LabError } from './errors.js';
+import { placedArgv, type Placement } from './place.js';
 import type { PodSpec } from './topology.js';
 
 const OUTPUT_LINES = 200;
@@ -17,6 +19,8 @@ const OUTPUT_LINES = 200;
 export interface LabProcess {
   readonly label: string;
   readonly ns: string;
+  /** The lab node cgroup the process started in, if any. */
+  readonly cgroup: string | undefined;
   readonly argv: readonly string[];
   readonly child: ChildProcess;
   /** Resolves with the exit code (null if killed by a signal) when the process ends. */
@@ -33,6 +37,11 @@ export interface SpawnOptions {
   /** Called with each line the process writes to stdout. */
   onStdoutLine?: (line: string) => void;
   env?: NodeJS.ProcessEnv;
+  /**
+   * Enter the namespace with `nsenter --net` instead of `ip netns exec`, keeping the root mount
+   * namespace so /sys/fs/bpf and cgroupfs stay visible (an eBPF agent needs them).
+   */
+  keepMounts?: boolean;
 }
 
 /** The processes one lab started. */
@@ -41,10 +50,16 @@ export class ProcessGroup {
 
   constructor(private readonly logger: Logger) {}
 
-  /** Starts argv inside namespace `ns`. Never throws; a failed start shows as an early exit. */
-  spawn(ns: string, argv: readonly string[], opts: SpawnOptions = {}): LabProcess {
+  /**
+   * Starts argv at `place` (namespace, cgroup; opts.keepMounts overrides place.keepMounts when set).
+   * Never throws for the program; a failed start shows as an early exit. Throws LabError EUNSAFE if
+   * the cgroup is not a lab node's.
+   */
+  spawn(place: Placement, argv: readonly string[], opts: SpawnOptions = {}): LabProcess {
     const label = opts.label ?? argv[0] ?? '?';
-    const child = spawn('ip', ['netns', 'exec', ns, ...argv], { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env });
+    const [cmd, ...args] = placedArgv({ ...place, keepMounts: opts.keepMounts ?? place.keepMounts }, argv);
+    const child = spawn(cmd!, args, { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env });
+    const ns = place.ns;
     const lines: string[] = [];
     let alive = true;
     const keep = (line: string): void => {
@@ -59,7 +74,7 @@ export class ProcessGroup {
       child.on('error', (e) => { keep(`spawn error: ${e.message}`); alive = false; resolve(null); });
       child.on('exit', (code) => { alive = false; resolve(code); });
     });
-    const p: LabProcess = { label, ns, argv, child, exited, output: () => [...lines], running: () => alive };
+    const p: LabProcess = { label, ns, cgroup: place.cgroup, argv, child, exited, output: () => [...lines], running: () => alive };
     this.procs.add(p);
     void exited.then((code) => {
       this.procs.delete(p);
@@ -125,14 +140,15 @@ export function podServerArgv(pod: PodSpec): string[] {
 }
 
 /**
- * Starts a pod's server in namespace `ns` and waits until it reports every socket listening.
+ * Starts a pod's server at `place` (its namespace and node cgroup) and waits until it reports every
+ * socket listening.
  * Throws LabError ESERVER (with the server's output) if it exits first or is not ready in time;
  * the process is killed in that case.
  */
-export async function startPodServer(group: ProcessGroup, ns: string, pod: PodSpec, timeoutMs = 10_000): Promise<LabProcess> {
+export async function startPodServer(group: ProcessGroup, place: Placement, pod: PodSpec, timeoutMs = 10_000): Promise<LabProcess> {
   let markReady: () => void = () => {};
   const ready = new Promise<void>((resolve) => { markReady = resolve; });
-  const p = group.spawn(ns, podServerArgv(pod), {
+  const p = group.spawn(place, podServerArgv(pod), {
     label: `server/${pod.name}`,
     onStdoutLine: (line) => { if (line.startsWith('{"ready":true')) markReady(); },
   });

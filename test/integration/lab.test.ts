@@ -3,6 +3,7 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { memoryLogger } from '../../src/observe/log.js';
 import { exec } from '../../src/util/exec.js';
 import { Lab } from '../../src/lab/lab.js';
@@ -106,10 +107,12 @@ describe('lab: default topology', { skip }, () => {
     await assert.rejects(L().setRoute('client', '8.8.8.0/24', '198.18.0.2'), (e: unknown) => e instanceof LabError && e.code === 'EUNSAFE');
   });
 
-  it('destroy removes every namespace and is idempotent', async () => {
+  it('destroy removes every namespace and cgroup and is idempotent', async () => {
     const l = L();
+    const cgroups = l.roles().flatMap((r) => (r.cgroup === undefined ? [] : [r.cgroup]));
     await l.destroy();
     assert.deepEqual(await listLabNamespaces(l.runId), []);
+    for (const cg of cgroups) assert.equal(existsSync(cg), false, `${cg} is gone`);
     await l.destroy();
     l.destroySync();
   });

@@ -15,6 +15,11 @@ export interface AgentOptions {
   extraArgs?: string[];
   /** Wait this long for /healthz to answer 200. */
   readyTimeoutMs?: number;
+  /**
+   * Enter the node with `nsenter --net`, keeping the root mount namespace (/sys/fs/bpf and
+   * cgroupfs visible). Default: true for the ebpf data plane, which needs both, false otherwise.
+   */
+  keepMounts?: boolean;
 }
 
 export interface LabAgent {
@@ -34,9 +39,15 @@ async function httpGet(lab: Lab, node: string, url: string): Promise<{ status: n
   return { status: Number(r.stdout.slice(i + 1)) || 0, body: r.stdout.slice(0, i) };
 }
 
-/** Starts an agent in `node`'s namespace and waits until it reports healthy (first sync done). */
+/**
+ * Starts an agent in `node`'s namespace and cgroup and waits until it reports healthy (first sync
+ * done). An ebpf agent is told the node's cgroup, to attach its socket programs there and nowhere
+ * else, and a per-run pin directory, which the lab removes. Throws LabError ESERVER if the agent
+ * exits or is not healthy in time, ECGROUP for an ebpf agent in a lab without cgroups.
+ */
 export async function startAgent(lab: Lab, node: string, o: AgentOptions): Promise<LabAgent> {
   const ip = lab.ip(node);
+  const ebpf = o.dataplane === 'ebpf' ? ['--cgroup-root', lab.cgroup(node), '--bpf-pin-path', lab.bpfPinPath(node)] : [];
   // setpriv --pdeathsig: the agent gets SIGTERM when the process that started it dies, however it
   // dies (a test runner killed by a closed pipe skips every exit handler).
   const argv = [
@@ -46,10 +57,15 @@ export async function startAgent(lab: Lab, node: string, o: AgentOptions): Promi
     '--node', node, '--node-ip', ip,
     '--cluster-cidr', o.clusterCIDR,
     '--healthz-bind-address', HEALTHZ, '--metrics-bind-address', METRICS,
+    ...ebpf,
     ...o.manifests.flatMap((m) => ['-f', m]),
     ...(o.extraArgs ?? []),
   ];
-  const proc = lab.spawn(node, argv, { label: `agent-${node}`, env: { ...process.env, RUDDER_LOG_LEVEL: process.env['RUDDER_LOG_LEVEL'] ?? 'info' } });
+  const proc = lab.spawn(node, argv, {
+    label: `agent-${node}`,
+    keepMounts: o.keepMounts ?? o.dataplane === 'ebpf',
+    env: { ...process.env, RUDDER_LOG_LEVEL: process.env['RUDDER_LOG_LEVEL'] ?? 'info' },
+  });
   const get = (path: string) => httpGet(lab, node, `http://${METRICS}${path}`);
   const deadline = Date.now() + (o.readyTimeoutMs ?? 15_000);
   for (;;) {

@@ -2,6 +2,7 @@
 
 import { DEFAULT_PROXY_NAME, type ProxyConfig } from '../model/types.js';
 import { normalizeCIDR, normalizeIP } from '../model/ip.js';
+import { NODEPORT_ADDRESSES_PRIMARY } from '../model/nodeport-addresses.js';
 import type { Node } from '../source/objects.js';
 import { UsageError, flagAll, flagBool, flagOne, type FlagSpecs, type Parsed } from './args.js';
 
@@ -11,7 +12,7 @@ export const PROXY_FLAGS: FlagSpecs = {
   'node-ip': { repeat: true, list: true, value: 'IP', help: 'this node\'s address(es) (default: from its Node object)' },
   zone: { value: 'ZONE', help: 'this node\'s zone (default: its topology.kubernetes.io/zone label)' },
   'cluster-cidr': { list: true, repeat: true, value: 'CIDR', help: 'pod CIDR(s); sources outside are masqueraded to ClusterIPs' },
-  'nodeport-addresses': { list: true, repeat: true, value: 'CIDR,...', help: 'node addresses that accept NodePort traffic (default: all node IPs)' },
+  'nodeport-addresses': { list: true, repeat: true, value: 'CIDR,...|primary', help: 'node addresses that accept NodePort traffic, or "primary": the primary node IP of each family (default: every local address)' },
   'masquerade-all': { boolean: true, help: 'masquerade all traffic to ClusterIPs' },
   'proxy-name': { value: 'NAME', help: `serve services whose service-proxy-name label is NAME (default ${DEFAULT_PROXY_NAME})` },
 };
@@ -32,6 +33,13 @@ function cidrs(flag: string, values: string[]): string[] {
   });
 }
 
+/** kube-proxy's --nodeport-addresses: CIDRs, or "primary" on its own. */
+function nodePortAddressFlags(values: string[]): string[] {
+  if (values.length === 1 && values[0] === NODEPORT_ADDRESSES_PRIMARY) return values;
+  if (values.includes(NODEPORT_ADDRESSES_PRIMARY)) throw new UsageError(`--nodeport-addresses: "${NODEPORT_ADDRESSES_PRIMARY}" cannot be combined with CIDRs`);
+  return cidrs('nodeport-addresses', values);
+}
+
 /** The settings the flags fix; node IPs and zone may still come from the Node object. */
 export interface ConfigFlags {
   nodeName: string;
@@ -49,7 +57,7 @@ export function configFlags(p: Parsed, defaultNodeName: string): ConfigFlags {
     nodeIPs: ips('node-ip', flagAll(p, 'node-ip')),
     zone: flagOne(p, 'zone'),
     clusterCIDRs: cidrs('cluster-cidr', flagAll(p, 'cluster-cidr')),
-    nodePortAddresses: cidrs('nodeport-addresses', flagAll(p, 'nodeport-addresses')),
+    nodePortAddresses: nodePortAddressFlags(flagAll(p, 'nodeport-addresses')),
     masqueradeAll: flagBool(p, 'masquerade-all'),
     proxyName: flagOne(p, 'proxy-name') ?? DEFAULT_PROXY_NAME,
   };

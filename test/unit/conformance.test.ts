@@ -156,7 +156,8 @@ function readFixture(file: string): Fixture {
     file,
     node: { name: str(file, 'node.name', node['name']), ips: ips.map((x, i) => ip(file, `node.ips[${i}]`, x)), ...(zone !== undefined ? { zone } : {}) },
     clusterCIDRs: cidrList(file, 'clusterCIDR', raw['clusterCIDR']),
-    nodePortAddresses: cidrList(file, 'nodePortAddresses', npa),
+    // kube-proxy's "primary" keyword stands alone; anything else is a CIDR list.
+    nodePortAddresses: Array.isArray(npa) && npa.length === 1 && npa[0] === 'primary' ? ['primary'] : cidrList(file, 'nodePortAddresses', npa),
     masqueradeAll: raw['masqueradeAll'] === true,
     manifests,
     cases: parsed,
@@ -293,6 +294,7 @@ if (existsSync(sharedFlows)) {
 // The CLI path: the same cases through `node bin/rudder.js trace ... --json`.
 const CLI_CASES: Array<[string, string]> = [
   ['nodeport.json', 'NodePort on a node address outside nodePortAddresses is not service traffic'],
+  ['nodeport-primary.json', 'nodePortAddresses primary: not on the second node address'],
   ['dual-stack.json', "IPv6 NodePort on the node's IPv6 address uses the IPv6 endpoints, masqueraded"],
   ['masquerade-all.json', 'masqueradeAll: pod to ClusterIP is masqueraded'],
   ['topology.json', "zone hints: only endpoints hinted for this node's zone"],

@@ -4,7 +4,7 @@
 
 import type { IPFamily, Protocol } from '../source/objects.js';
 
-/** Node-level settings that change how the table is built. */
+/** Node-level settings that change how the table is built. Never edited in place: what is derived from one is cached per object. */
 export interface ProxyConfig {
   nodeName: string;
   /** This node's addresses; the primary one first. */
@@ -108,11 +108,6 @@ export interface ServicePort {
 
 export function externallyAccessible(sp: Pick<ServicePort, 'nodePort' | 'externalIPs' | 'loadBalancerIPs'>): boolean {
   return sp.nodePort > 0 || sp.externalIPs.length > 0 || sp.loadBalancerIPs.length > 0;
-}
-
-/** Cluster endpoints are needed by ClusterIP traffic with Cluster policy, and by any external traffic (pod short-circuit). */
-export function usesClusterEndpoints(sp: ServicePort): boolean {
-  return !sp.internalPolicyLocal || externallyAccessible(sp);
 }
 
 export function usesLocalEndpoints(sp: ServicePort): boolean {

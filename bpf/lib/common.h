@@ -25,10 +25,12 @@
 #define RD_EHOSTUNREACH 113
 
 /* Key scopes: what socket-level (node-originated) and per-packet (external) traffic get can
- * differ (traffic policy Local). The socket programs look up SCOPE_INT first and fall back to
- * SCOPE_EXT, so a frontend whose two paths agree is written once. */
+ * differ (traffic policy Local). The socket programs look up SCOPE_INT (after SCOPE_HOST in the
+ * node's own namespace, written only where the node gets another path than its pods) and fall
+ * back to SCOPE_EXT, so a frontend whose paths agree is written once. */
 #define RD_SCOPE_EXT 0
 #define RD_SCOPE_INT 1
+#define RD_SCOPE_HOST 2
 
 /* rd_svc_val.flags of a frontend's master entry (slot 0). */
 #define RD_F_REJECT     (1 << 0) /* no usable endpoint anywhere: refuse at once */

@@ -14,11 +14,17 @@ const volatile struct rd_knobs rd_knobs = { .maglev_m = 16381 };
 #define RD_PASS 0       /* not a service address (or not ours to translate here): leave it */
 #define RD_XLATED 1     /* dst/port now name the backend */
 
-static __always_inline const struct rd_svc_val *rd_lookup_master(struct rd_svc_key *key)
+static __always_inline const struct rd_svc_val *rd_lookup_master(struct rd_svc_key *key, bool host_ns)
 {
 	const struct rd_svc_val *v;
 
 	key->slot = 0;
+	if (host_ns) {
+		key->scope = RD_SCOPE_HOST;
+		v = bpf_map_lookup_elem(&rd_services, key);
+		if (v)
+			return v;
+	}
 	key->scope = RD_SCOPE_INT;
 	v = bpf_map_lookup_elem(&rd_services, key);
 	if (v)
@@ -116,7 +122,7 @@ static __always_inline int rd_xlate(void *ctx, union rd_addr *dst, __be16 *port,
 	key.addr = *dst;
 	key.port = *port;
 	key.proto = proto;
-	master = rd_lookup_master(&key);
+	master = rd_lookup_master(&key, host_ns);
 	if (!master) {
 		/* A ClusterIP on a port no service uses: refused rather than left to time out. */
 		struct rd_svc_key any = { .addr = *dst, .scope = RD_SCOPE_INT };

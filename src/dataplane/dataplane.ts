@@ -37,6 +37,8 @@ export interface ProgrammedFrontend {
   /** Flags the kernel holds for the frontend (eBPF: reject, drop, affinity, ...). */
   flags?: string[];
   protocol?: string;
+  /** eBPF: "host" for the entry the node's own namespace gets where it differs from its pods'. */
+  scope?: string;
 }
 
 export interface DataPlane {

@@ -87,6 +87,7 @@ export function buildService(
         externalPolicyLocal,
         internalPolicyLocal,
         healthCheckNodePort: externalPolicyLocal ? svc.healthCheckNodePort : 0,
+        lbAlgorithm: svc.lbAlgorithm,
         endpoints,
         clusterEndpoints: c.clusterEndpoints,
         localEndpoints: c.localEndpoints,

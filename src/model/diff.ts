@@ -24,7 +24,7 @@ export function sameService(a: ServicePort, b: ServicePort): boolean {
     && sameList(a.loadBalancerSourceRanges, b.loadBalancerSourceRanges)
     && a.affinityTimeoutSeconds === b.affinityTimeoutSeconds
     && a.externalPolicyLocal === b.externalPolicyLocal && a.internalPolicyLocal === b.internalPolicyLocal
-    && a.healthCheckNodePort === b.healthCheckNodePort;
+    && a.healthCheckNodePort === b.healthCheckNodePort && a.lbAlgorithm === b.lbAlgorithm;
 }
 
 export function sameEndpoints(a: ServicePort, b: ServicePort): boolean {

@@ -2,7 +2,7 @@
 // Plain data; endpoint sets arrive already resolved (traffic policy, terminating fallback,
 // topology), so no data plane re-implements a rule of the semantics.
 
-import type { IPFamily, Protocol } from '../source/objects.js';
+import type { IPFamily, LbAlgorithm, Protocol } from '../source/objects.js';
 
 /** Node-level settings that change how the table is built. Never edited in place: what is derived from one is cached per object. */
 export interface ProxyConfig {
@@ -88,6 +88,8 @@ export interface ServicePort {
   externalPolicyLocal: boolean;
   internalPolicyLocal: boolean;
   healthCheckNodePort: number;
+  /** Backend selection from the service.rudder.io/lb-algorithm annotation ("": the node's default); the eBPF plane's. */
+  lbAlgorithm: LbAlgorithm;
 
   /** Every endpoint known for this port (any state), sorted by id. */
   endpoints: EndpointInfo[];

@@ -35,7 +35,7 @@ export function sp(spec: PortSpec): ServicePort {
   const base = {
     portName: 'p80', protocol: 'TCP' as const, family: 4 as const, port: 80, nodePort: 0,
     externalIPs: [], loadBalancerIPs: [], loadBalancerSourceRanges: [], affinityTimeoutSeconds: 0,
-    externalPolicyLocal: false, internalPolicyLocal: false, healthCheckNodePort: 0, endpoints: [],
+    externalPolicyLocal: false, internalPolicyLocal: false, healthCheckNodePort: 0, lbAlgorithm: '' as const, endpoints: [],
     ...spec,
   };
   const sorted = [...base.endpoints].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));

@@ -40,6 +40,8 @@ export function protoName(n: number): string {
 
 export const SCOPE_EXT = 0;
 export const SCOPE_INT = 1;
+/** Only where the node's own namespace gets another path than its pods (see state.ts). */
+export const SCOPE_HOST = 2;
 
 /** rd_svc_val.flags (RD_F_* in common.h). */
 export const SVC_F = {

@@ -2,10 +2,11 @@
 // what a restarted agent adopts, and what a reconcile compares with the table.
 
 import { bpfMap } from './libbpf.js';
-import { BackendCodec, SCOPE_INT, SrcRangeKeyCodec, SvcKeyCodec, SvcValCodec, type Backend, type SvcKey } from './codecs.js';
+import { BackendCodec, SCOPE_EXT, SrcRangeKeyCodec, SvcKeyCodec, SvcValCodec, type Backend, type SvcKey } from './codecs.js';
 import { dump, type MapFds } from './maps.js';
 
 export interface KernelFrontend {
+  scope: number;
   addr: string;
   port: number;
   proto: number;
@@ -42,16 +43,17 @@ export function readKernel(fds: MapFds): KernelState {
   const masters = new Map<string, KernelFrontend>();
   const clusterIPs = new Set<string>();
   for (const [k, v] of entries) {
-    if (k.slot !== 0 || k.scope !== SCOPE_INT) continue;
+    // SCOPE_EXT belongs to the per-packet path.
+    if (k.slot !== 0 || k.scope === SCOPE_EXT) continue;
     if (k.port === 0 && k.proto === 0) {
       clusterIPs.add(k.addr);
       continue;
     }
-    masters.set(feKey(k), { addr: k.addr, port: k.port, proto: k.proto, id: v.revNatId, flags: v.flags, affinityTimeout: v.affinityTimeout, backendIds: new Array<number>(v.count).fill(0), ranges: (ranges.get(v.revNatId) ?? []).sort() });
+    masters.set(feKey(k), { scope: k.scope, addr: k.addr, port: k.port, proto: k.proto, id: v.revNatId, flags: v.flags, affinityTimeout: v.affinityTimeout, backendIds: new Array<number>(v.count).fill(0), ranges: (ranges.get(v.revNatId) ?? []).sort() });
   }
   const orphanSlots: SvcKey[] = [];
   for (const [k, v] of entries) {
-    if (k.slot === 0 || k.scope !== SCOPE_INT) continue;
+    if (k.slot === 0 || k.scope === SCOPE_EXT) continue;
     const m = masters.get(feKey(k));
     if (m === undefined || k.slot > m.backendIds.length) orphanSlots.push(k);
     else m.backendIds[k.slot - 1] = v.backendId;

@@ -1,0 +1,357 @@
+// What the socket load balancer's maps hold, and how one frontend's entries get from what they
+// are to what the table wants. The data plane (index.ts) decides when; this decides what.
+//
+// Every frontend record of the model (one per concrete address, port and protocol) claims its key;
+// when two service ports claim one key, the one `outranks` prefers is programmed, and the other
+// takes over when the winner leaves. A programmed frontend has:
+//   - a SCOPE_INT master and slots: the path a process on this node gets (`fromPod`), and
+//   - a SCOPE_HOST master and slots only when the node's own namespace gets another path
+//     (`fromNode` differs: no cluster CIDR to tell pods apart, so pods get the external path),
+//   - one frontend id shared by its scopes (rev-NAT entry, counters, affinity, source ranges).
+// Each ClusterIP also gets a catch-all entry (port 0, protocol 0) so its unused ports are refused.
+
+import { frontendRecords, outranks, type FrontendPath, type FrontendRecord } from '../../model/frontends.js';
+import type { ProxyConfig, ServicePort } from '../../model/types.js';
+import { AffMatchCodec, IPPROTO, SCOPE_HOST, SCOPE_INT, SrcRangeKeyCodec, SVC_F, SvcKeyCodec, protoName, type SvcKey } from './codecs.js';
+import { IdAllocator } from './ids.js';
+import { maglevTable } from './maglev.js';
+import type { SyncWrites } from './maps.js';
+import type { KernelFrontend, KernelState } from './readback.js';
+
+export type LbAlgorithm = 'random' | 'maglev';
+
+/** One scope of one frontend, as the maps hold it (or must hold it). */
+export interface Entry {
+  scope: number;
+  id: number;
+  addr: string;
+  port: number;
+  proto: number;
+  flags: number;
+  affinityTimeout: number;
+  /** Backend keys ("ip|port|proto") in slot order. */
+  backends: string[];
+  /** Source ranges, sorted (written once per frontend id, from the SCOPE_INT entry). */
+  ranges: readonly string[];
+}
+
+export const LOOPBACK = { 4: '127.0.0.1', 6: '::1' } as const;
+
+export function backendKey(ip: string, port: number, proto: number): string {
+  return `${ip}|${port}|${proto}`;
+}
+
+export function splitBackendKey(key: string): { ip: string; port: number; proto: number } {
+  const [ip, port, proto] = key.split('|');
+  return { ip: ip!, port: Number(port), proto: Number(proto) };
+}
+
+const entryKey = (fe: string, scope: number): string => `${fe}#${scope}`;
+const SCOPES = [SCOPE_INT, SCOPE_HOST] as const;
+
+const endpointIndex = new WeakMap<ServicePort, Map<string, { ip: string; port: number }>>();
+
+function endpointsById(sp: ServicePort): Map<string, { ip: string; port: number }> {
+  let m = endpointIndex.get(sp);
+  if (m === undefined) {
+    m = new Map(sp.endpoints.map((e) => [e.id, { ip: e.ip, port: e.port }]));
+    endpointIndex.set(sp, m);
+  }
+  return m;
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+function sameEntry(a: Entry, b: Entry): boolean {
+  return a.id === b.id && a.flags === b.flags && a.affinityTimeout === b.affinityTimeout && sameList(a.backends, b.backends) && sameList(a.ranges, b.ranges);
+}
+
+/** Whether a socket sees the same thing on both paths (masquerade means nothing at connect()). */
+function sameSocketPath(a: FrontendPath, b: FrontendPath): boolean {
+  return a.verdict === b.verdict && sameList(a.endpoints, b.endpoints);
+}
+
+export class SocketLBState {
+  /** Frontend key -> the service port records claiming it. */
+  private readonly claims = new Map<string, Map<string, FrontendRecord>>();
+  /** entryKey(frontend key, scope) -> what the maps hold. */
+  private readonly kernel = new Map<string, Entry>();
+  /** Frontend key -> the record programmed for it. */
+  private readonly programmed = new Map<string, FrontendRecord>();
+  private readonly clusterIPClaims = new Map<string, number>();
+  private readonly kernelClusterIPs = new Set<string>();
+  private readonly dirtyClusterIPs = new Set<string>();
+  private readonly backendRefs = new Map<string, number>();
+  readonly frontendIds = new IdAllocator('frontend', 262143);
+  readonly backendIds: IdAllocator;
+
+  constructor(maxBackends: number, private readonly maglevTableSize: number, private readonly algorithm: (sp: ServicePort) => LbAlgorithm) {
+    this.backendIds = new IdAllocator('backend', maxBackends - 1);
+  }
+
+  /** The record programmed at a frontend key, for read-back. */
+  recordOf(key: string): FrontendRecord | undefined {
+    return this.programmed.get(key);
+  }
+
+  /** The entry the table wants for a programmed frontend key and scope (for drift checks). */
+  wanted(key: string, scope: number): Entry | undefined {
+    const rec = this.programmed.get(key);
+    const id = this.frontendIds.get(key);
+    if (rec === undefined || id === undefined) return undefined;
+    return this.desired(rec, id).find((e) => e.scope === scope);
+  }
+
+  // ---- claims ------------------------------------------------------------------------------
+
+  claim(sp: ServicePort, cfg: ProxyConfig, addrs: readonly string[], dirty: Set<string>): void {
+    this.clusterIPClaims.set(sp.clusterIP, (this.clusterIPClaims.get(sp.clusterIP) ?? 0) + 1);
+    this.dirtyClusterIPs.add(sp.clusterIP);
+    for (const r of frontendRecords(sp, cfg, addrs)) {
+      if (r.protocol === 'SCTP') continue;
+      let c = this.claims.get(r.key);
+      if (c === undefined) this.claims.set(r.key, (c = new Map()));
+      c.set(sp.id, r);
+      dirty.add(r.key);
+    }
+  }
+
+  /** `addrs` must be the NodePort addresses `sp` was claimed with (a change of them is a reconcile). */
+  unclaim(sp: ServicePort, cfg: ProxyConfig, addrs: readonly string[], dirty: Set<string>): void {
+    const n = (this.clusterIPClaims.get(sp.clusterIP) ?? 1) - 1;
+    if (n > 0) this.clusterIPClaims.set(sp.clusterIP, n);
+    else this.clusterIPClaims.delete(sp.clusterIP);
+    this.dirtyClusterIPs.add(sp.clusterIP);
+    for (const r of frontendRecords(sp, cfg, addrs)) {
+      const c = this.claims.get(r.key);
+      c?.delete(sp.id);
+      if (c?.size === 0) this.claims.delete(r.key);
+      dirty.add(r.key);
+    }
+  }
+
+  resetClaims(): void {
+    this.claims.clear();
+    this.clusterIPClaims.clear();
+  }
+
+  /** Every frontend key the maps hold (a reconcile visits them all). */
+  kernelKeys(): Set<string> {
+    const out = new Set<string>();
+    for (const k of this.kernel.keys()) out.add(k.slice(0, k.lastIndexOf('#')));
+    return out;
+  }
+
+  private winner(key: string): FrontendRecord | undefined {
+    const c = this.claims.get(key);
+    if (c === undefined) return undefined;
+    let best: FrontendRecord | undefined;
+    for (const r of c.values()) if (best === undefined || outranks(r, best)) best = r;
+    return best;
+  }
+
+  // ---- desired entries -----------------------------------------------------------------------
+
+  private entry(rec: FrontendRecord, path: FrontendPath, scope: number, id: number): Entry {
+    const sp = rec.service;
+    const proto = IPPROTO[rec.protocol];
+    let flags = 0;
+    let backends: string[] = [];
+    if (path.verdict === 'reject') flags |= SVC_F.REJECT;
+    else if (path.verdict === 'drop') flags |= SVC_F.DROP;
+    else {
+      const eps = endpointsById(sp);
+      backends = path.endpoints.map((eid) => {
+        const e = eps.get(eid)!;
+        return backendKey(e.ip, e.port, proto);
+      });
+    }
+    // Affinity is validated against the SCOPE_INT backends (rd_aff_match is per frontend id).
+    if (rec.affinityTimeoutSeconds > 0 && scope === SCOPE_INT) flags |= SVC_F.AFFINITY;
+    if (rec.sourceRanges.length > 0) flags |= SVC_F.SRC_RANGE;
+    if (rec.primaryNodeIPInRanges) flags |= SVC_F.SRC_NODE_OK;
+    if (rec.kind === 'nodePort') flags |= SVC_F.NODEPORT;
+    if (rec.ip === LOOPBACK[4] || rec.ip === LOOPBACK[6]) flags |= SVC_F.LOOPBACK;
+    if (this.algorithm(sp) === 'maglev' && backends.length > 0 && scope === SCOPE_INT) flags |= SVC_F.MAGLEV;
+    return {
+      scope, id, addr: rec.ip, port: rec.port, proto, flags, affinityTimeout: scope === SCOPE_INT ? rec.affinityTimeoutSeconds : 0, backends,
+      ranges: scope === SCOPE_INT ? [...rec.sourceRanges].sort() : [],
+    };
+  }
+
+  private desired(rec: FrontendRecord, id: number): Entry[] {
+    const out = [this.entry(rec, rec.fromPod, SCOPE_INT, id)];
+    if (!sameSocketPath(rec.fromPod, rec.fromNode)) out.push(this.entry(rec, rec.fromNode, SCOPE_HOST, id));
+    return out;
+  }
+
+  // ---- reconcile -------------------------------------------------------------------------------
+
+  /** Queues the writes that bring one frontend key to what the claims want; `gone` collects removed backends. */
+  reconcile(key: string, w: SyncWrites, gone: string[]): void {
+    const rec = this.winner(key);
+    const id = rec === undefined ? this.frontendIds.get(key) : this.frontendIds.acquire(key);
+    const wants = rec === undefined || id === undefined ? [] : this.desired(rec, id);
+    for (const scope of SCOPES) {
+      const have = this.kernel.get(entryKey(key, scope));
+      const want = wants.find((e) => e.scope === scope);
+      if (want === undefined) {
+        if (have !== undefined) this.remove(key, have, w, gone);
+      } else if (have === undefined || !sameEntry(have, want)) {
+        this.write(key, have, want, w, gone);
+      }
+    }
+    if (rec === undefined) {
+      this.programmed.delete(key);
+      this.frontendIds.release(key);
+    } else {
+      this.programmed.set(key, rec);
+    }
+  }
+
+  private write(key: string, have: Entry | undefined, want: Entry, w: SyncWrites, gone: string[]): void {
+    const master: SvcKey = { addr: want.addr, port: want.port, slot: 0, proto: want.proto, scope: want.scope };
+    for (const b of want.backends) this.refBackend(b, w);
+    want.backends.forEach((b, i) => {
+      w.slot({ ...master, slot: i + 1 }, { backendId: this.backendIds.get(b)!, count: 0, flags: 0, revNatId: want.id, affinityTimeout: 0 });
+    });
+    w.master(master, { backendId: 0, count: want.backends.length, flags: want.flags, revNatId: want.id, affinityTimeout: want.affinityTimeout });
+    if (want.scope === SCOPE_INT) {
+      if (have === undefined || have.id !== want.id) w.revNatEntry(want.id, { addr: want.addr, port: want.port });
+      this.syncAffinity(have, want, w);
+      this.syncRanges(have, want, w);
+      if (want.flags & SVC_F.MAGLEV) {
+        w.maglev.push({ id: want.id, table: maglevTable(want.backends.map((b) => ({ key: b, id: this.backendIds.get(b)! })), this.maglevTableSize) });
+      } else if (have !== undefined && have.flags & SVC_F.MAGLEV) {
+        w.delMaglev.add((k, o) => k.writeUInt32LE(have.id, o));
+      }
+    }
+    if (have !== undefined) {
+      for (let slot = want.backends.length + 1; slot <= have.backends.length; slot++) w.delSlots.add((k, o) => SvcKeyCodec.encode({ ...master, slot }, k, o));
+      this.unrefBackends(have.backends, w, gone);
+    }
+    this.kernel.set(entryKey(key, want.scope), want);
+  }
+
+  private remove(key: string, have: Entry, w: SyncWrites, gone: string[]): void {
+    const master: SvcKey = { addr: have.addr, port: have.port, slot: 0, proto: have.proto, scope: have.scope };
+    w.delMasters.add((k, o) => SvcKeyCodec.encode(master, k, o));
+    for (let slot = 1; slot <= have.backends.length; slot++) w.delSlots.add((k, o) => SvcKeyCodec.encode({ ...master, slot }, k, o));
+    if (have.scope === SCOPE_INT) {
+      w.delRevNat.add((k, o) => k.writeUInt32LE(have.id, o));
+      if (have.flags & SVC_F.MAGLEV) w.delMaglev.add((k, o) => k.writeUInt32LE(have.id, o));
+      this.syncAffinity(have, undefined, w);
+      this.syncRanges(have, undefined, w);
+    }
+    this.unrefBackends(have.backends, w, gone);
+    this.kernel.delete(entryKey(key, have.scope));
+  }
+
+  private refBackend(b: string, w: SyncWrites): void {
+    const n = this.backendRefs.get(b) ?? 0;
+    if (n === 0 && this.backendIds.get(b) === undefined) {
+      const id = this.backendIds.acquire(b);
+      const { ip, port, proto } = splitBackendKey(b);
+      w.backend(id, { addr: ip, port, proto, flags: 0 });
+    }
+    this.backendRefs.set(b, n + 1);
+  }
+
+  private unrefBackends(old: readonly string[], w: SyncWrites, gone: string[]): void {
+    for (const b of old) {
+      const n = (this.backendRefs.get(b) ?? 1) - 1;
+      if (n > 0) {
+        this.backendRefs.set(b, n);
+        continue;
+      }
+      this.backendRefs.delete(b);
+      const id = this.backendIds.get(b);
+      if (id !== undefined) w.delBackends.add((k, o) => k.writeUInt32LE(id, o));
+      this.backendIds.release(b);
+      gone.push(b);
+    }
+  }
+
+  private syncAffinity(have: Entry | undefined, want: Entry | undefined, w: SyncWrites): void {
+    const before = have !== undefined && have.flags & SVC_F.AFFINITY ? have.backends : [];
+    const after = want !== undefined && want.flags & SVC_F.AFFINITY ? want.backends : [];
+    const renumbered = have !== undefined && want !== undefined && have.id !== want.id;
+    for (const b of after) {
+      if (before.includes(b) && !renumbered) continue;
+      w.affMatch.add((k, o) => AffMatchCodec.encode(want!.id, this.backendIds.get(b)!, k, o), (v, o) => v.writeUInt8(1, o));
+    }
+    for (const b of before) {
+      if (after.includes(b) && !renumbered) continue;
+      const bid = this.backendIds.get(b);
+      if (bid !== undefined) w.delAffMatch.add((k, o) => AffMatchCodec.encode(have!.id, bid, k, o));
+    }
+  }
+
+  private syncRanges(have: Entry | undefined, want: Entry | undefined, w: SyncWrites): void {
+    const before = have?.ranges ?? [];
+    const after = want?.ranges ?? [];
+    const renumbered = have !== undefined && want !== undefined && have.id !== want.id;
+    for (const r of after) if (!before.includes(r) || renumbered) w.srcRanges.add((k, o) => SrcRangeKeyCodec.encode(want!.id, r, k, o), (v, o) => v.writeUInt8(1, o));
+    for (const r of before) if (!after.includes(r) || renumbered) w.delSrcRanges.add((k, o) => SrcRangeKeyCodec.encode(have!.id, r, k, o));
+  }
+
+  /** Writes or deletes the catch-all entries of the ClusterIPs that changed (every one when `all`). */
+  reconcileClusterIPs(all: boolean, w: SyncWrites): void {
+    const ips = all ? new Set([...this.clusterIPClaims.keys(), ...this.kernelClusterIPs]) : this.dirtyClusterIPs;
+    for (const ip of ips) {
+      const key: SvcKey = { addr: ip, port: 0, slot: 0, proto: 0, scope: SCOPE_INT };
+      const want = this.clusterIPClaims.has(ip);
+      if (want && !this.kernelClusterIPs.has(ip)) {
+        w.master(key, { backendId: 0, count: 0, flags: SVC_F.REJECT, revNatId: 0, affinityTimeout: 0 });
+        this.kernelClusterIPs.add(ip);
+      } else if (!want && this.kernelClusterIPs.has(ip)) {
+        w.delMasters.add((k, o) => SvcKeyCodec.encode(key, k, o));
+        this.kernelClusterIPs.delete(ip);
+      }
+    }
+    this.dirtyClusterIPs.clear();
+  }
+
+  // ---- adoption ------------------------------------------------------------------------------
+
+  /**
+   * Replaces the picture of the maps with what they hold (seeding the id allocators), and queues
+   * the deletion of what no frontend accounts for: orphan slots, unused backends, duplicate ids.
+   */
+  adopt(k: KernelState, w: SyncWrites): void {
+    this.kernel.clear();
+    this.programmed.clear();
+    this.backendRefs.clear();
+    this.frontendIds.clear();
+    this.backendIds.clear();
+    this.kernelClusterIPs.clear();
+    for (const ip of k.clusterIPs) this.kernelClusterIPs.add(ip);
+    for (const [id, b] of k.backends) {
+      if (!this.backendIds.adopt(backendKey(b.addr, b.port, b.proto), id)) w.delBackends.add((buf, o) => buf.writeUInt32LE(id, o));
+    }
+    for (const fe of k.frontends) this.adoptFrontend(fe, w);
+    for (const slot of k.orphanSlots) w.delSlots.add((buf, o) => SvcKeyCodec.encode(slot, buf, o));
+    for (const [id] of k.backends) {
+      const key = this.backendIds.keyOf(id);
+      if (key !== undefined && !this.backendRefs.has(key)) {
+        w.delBackends.add((buf, o) => buf.writeUInt32LE(id, o));
+        this.backendIds.release(key);
+      }
+    }
+  }
+
+  private adoptFrontend(fe: KernelFrontend, w: SyncWrites): void {
+    const key = `${fe.addr}|${fe.port}|${protoName(fe.proto)}`;
+    const have = this.frontendIds.get(key);
+    if (have === undefined ? !this.frontendIds.adopt(key, fe.id) : have !== fe.id) {
+      // An id another frontend holds: drop this entry so the reconcile writes it afresh.
+      w.delMasters.add((buf, o) => SvcKeyCodec.encode({ addr: fe.addr, port: fe.port, slot: 0, proto: fe.proto, scope: fe.scope }, buf, o));
+      return;
+    }
+    const backends = fe.backendIds.map((bid) => this.backendIds.keyOf(bid) ?? `missing|${bid}|0`);
+    for (const b of backends) this.backendRefs.set(b, (this.backendRefs.get(b) ?? 0) + 1);
+    this.kernel.set(entryKey(key, fe.scope), { scope: fe.scope, id: fe.id, addr: fe.addr, port: fe.port, proto: fe.proto, flags: fe.flags, affinityTimeout: fe.affinityTimeout, backends, ranges: fe.scope === SCOPE_INT ? fe.ranges : [] });
+  }
+}

@@ -146,15 +146,15 @@ static __always_inline int rd_xlate(void *ctx, union rd_addr *dst, __be16 *port,
 			return -RD_EPERM;
 		}
 	}
-	if (flags & RD_F_REJECT || master->count == 0) {
-		rd_count(rev_nat_id, 1);
-		return -RD_ECONNREFUSED;
-	}
 	/* kube-proxy drops these packets; a socket can be told at once. As Cilium does, the
 	 * application sees "no route to host" rather than waiting for its connect timeout. */
 	if (flags & RD_F_DROP) {
 		rd_count(rev_nat_id, 2);
 		return -RD_EHOSTUNREACH;
+	}
+	if (flags & RD_F_REJECT || master->count == 0) {
+		rd_count(rev_nat_id, 1);
+		return -RD_ECONNREFUSED;
 	}
 
 	if (flags & RD_F_AFFINITY) {

@@ -22,10 +22,27 @@ import {
   type Sample,
 } from './fixtures/behaviour.js';
 
-const DATAPLANES_UNDER_TEST: string[] = (process.env['RUDDER_TEST_DATAPLANES'] ?? 'iptables,nftables')
+const DATAPLANES_UNDER_TEST: string[] = (process.env['RUDDER_TEST_DATAPLANES'] ?? 'iptables,nftables,ebpf')
   .split(',').map((s) => s.trim()).filter((s) => s !== '');
 
 const skip = process.getuid?.() !== 0 ? 'needs root (builds network namespaces)' : false;
+
+// The eBPF plane so far translates at connect()/sendmsg(): connections that start on a node (pods,
+// the node's own processes). Packets from an external client need the per-packet path, which it
+// does not have yet: those cases are skipped for it, by name, not counted as passing.
+const PER_PACKET = 'external client: needs the eBPF per-packet (tc) path, not built yet';
+const externalOnly = (dataplane: string): { skip: string | false } => ({ skip: dataplane === 'ebpf' ? PER_PACKET : false });
+
+/**
+ * What a client sees where kube-proxy drops (traffic policy Local without a local endpoint): no
+ * answer, so a timeout. The eBPF plane decides at connect() and tells the socket at once: "no
+ * route to host", as Cilium's socket LB does.
+ */
+function assertNotServed(dataplane: string, r: ProbeResult, what: string): void {
+  if (dataplane !== 'ebpf') return assertDropped(r, what);
+  assert.ok(!r.ok, `${what}: expected no answer, got one from ${r.ok ? describeResult(r) : ''}`);
+  assert.equal(r.kind, 'unreachable', `${what}: expected "no route to host" at connect(), got ${describeResult(r)}`);
+}
 
 // ---- the suite, once per data plane ---------------------------------------------------------
 
@@ -83,7 +100,7 @@ for (const dataplane of DATAPLANES_UNDER_TEST) {
       if (dir !== '') rmSync(dir, { recursive: true, force: true });
     });
 
-    it('client2 is an external client routed like client (service CIDR and external range via node-1)', withEvidence('client2 routes', async () => {
+    it('client2 is an external client routed like client (service CIDR and external range via node-1)', externalOnly(dataplane), withEvidence('client2 routes', async () => {
       const routes = async (role: string): Promise<string[]> =>
         (await L().execOk(role, ['ip', '-4', 'route', 'show'])).stdout.split('\n').map((l) => l.trim())
           .filter((l) => / via /.test(l)).sort();
@@ -106,7 +123,10 @@ for (const dataplane of DATAPLANES_UNDER_TEST) {
       assert.deepEqual([...c.keys()].sort(), [...ALL_PODS].sort(), `every backend answers at least once in 200 connections: ${fmtCounts(c)}`);
       for (const r of rs) {
         assert.equal(r.port, 8080, `targetPort 8080 took the connection: ${JSON.stringify(r)}`);
-        if (r.pod === 'pod-1a') {
+        if (r.pod === 'pod-1a' && dataplane === 'ebpf') {
+          // Hairpin with socket LB: the pod connects to its own address directly; nothing to masquerade.
+          assert.equal(r.client, '10.244.1.10', `a socket-LB hairpin keeps the pod's address: ${JSON.stringify(r)}`);
+        } else if (r.pod === 'pod-1a') {
           // Hairpin (the pod reached itself through the service): masqueraded to a node-1 address.
           assert.ok(['10.244.1.1', NODE1].includes(r.client), `hairpin traffic is masqueraded to node-1: ${JSON.stringify(r)}`);
         } else {
@@ -128,7 +148,7 @@ for (const dataplane of DATAPLANES_UNDER_TEST) {
       for (const r of rs) assert.equal(r.port, 8080);
     }));
 
-    it('4. external client -> NodePort on node-1, externalIP and LoadBalancer IP all answer', withEvidence('test 4', async () => {
+    it('4. external client -> NodePort on node-1, externalIP and LoadBalancer IP all answer', externalOnly(dataplane), withEvidence('test 4', async () => {
       for (const url of [`http://${NODE1}:30080/`, 'http://198.18.1.20/', 'http://198.18.1.10/']) {
         const rs = replies(await probeMany(6, 3, () => L().curl('client', url, { timeoutMs: OK_TIMEOUT_MS })), `client -> ${url}`);
         onlyFrom(rs, ALL_PODS, `client -> ${url}`);
@@ -136,7 +156,7 @@ for (const dataplane of DATAPLANES_UNDER_TEST) {
       }
     }));
 
-    it(`5. eTP=Local: via node-1 only node-1's endpoints answer and see the client IP ${CLIENT}; via node-2 only node-2's`, withEvidence('test 5', async () => {
+    it(`5. eTP=Local: via node-1 only node-1's endpoints answer and see the client IP ${CLIENT}; via node-2 only node-2's`, externalOnly(dataplane), withEvidence('test 5', async () => {
       const via1 = [
         { from: 'client', url: `http://${NODE1}:30081/`, ip: CLIENT },
         { from: 'client', url: 'http://198.18.1.11/', ip: CLIENT },
@@ -160,7 +180,7 @@ for (const dataplane of DATAPLANES_UNDER_TEST) {
       }
     }));
 
-    it('6. eTP=Cluster to a backend on the other node answers, and the backend sees node-1\'s address, not the client\'s', withEvidence('test 6', async () => {
+    it('6. eTP=Cluster to a backend on the other node answers, and the backend sees node-1\'s address, not the client\'s', externalOnly(dataplane), withEvidence('test 6', async () => {
       for (const url of [`http://${NODE1}:30082/`, 'http://198.18.1.12/']) {
         const rs = replies(await probeMany(4, 2, () => L().curl('client', url, { timeoutMs: OK_TIMEOUT_MS })), `client -> ${url}`);
         onlyFrom(rs, ['pod-2a'], `client -> ${url}`);
@@ -188,8 +208,8 @@ for (const dataplane of DATAPLANES_UNDER_TEST) {
       const rs2 = replies(await probeMany(10, 5, () => L().curl('pod-2a', 'http://10.96.1.8/', { timeoutMs: OK_TIMEOUT_MS })), 'pod-2a -> 10.96.1.8');
       onlyFrom(rs2, NODE2_PODS, 'pod-2a -> 10.96.1.8 (iTP=Local)');
       const [a, b] = await Promise.all(['pod-1a', 'pod-1b'].map((p) => L().curl(p, 'http://10.96.1.9/', { timeoutMs: DROP_TIMEOUT_MS })));
-      assertDropped(a!, 'pod-1a -> 10.96.1.9 (iTP=Local, endpoints only on node-2)');
-      assertDropped(b!, 'pod-1b -> 10.96.1.9 (iTP=Local, endpoints only on node-2)');
+      assertNotServed(dataplane, a!, 'pod-1a -> 10.96.1.9 (iTP=Local, endpoints only on node-2)');
+      assertNotServed(dataplane, b!, 'pod-1b -> 10.96.1.9 (iTP=Local, endpoints only on node-2)');
       // The same service works from node-2's pods: the drop is the policy, not a broken service.
       onlyFrom([reply(await L().curl('pod-2b', 'http://10.96.1.9/', { timeoutMs: OK_TIMEOUT_MS }), 'pod-2b -> 10.96.1.9')], NODE2_PODS, 'pod-2b -> 10.96.1.9');
     }));
@@ -216,7 +236,7 @@ for (const dataplane of DATAPLANES_UNDER_TEST) {
       }
     }));
 
-    it(`11. loadBalancerSourceRanges ${CLIENT}/32: client reaches the LB IP, client2 is dropped`, withEvidence('test 11', async () => {
+    it(`11. loadBalancerSourceRanges ${CLIENT}/32: client reaches the LB IP, client2 is dropped`, externalOnly(dataplane), withEvidence('test 11', async () => {
       const rs = replies(await probeMany(4, 2, () => L().curl('client', 'http://198.18.1.13/', { timeoutMs: OK_TIMEOUT_MS })), 'client -> 198.18.1.13');
       onlyFrom(rs, ['pod-1a', 'pod-2a'], 'client -> 198.18.1.13');
       assertDropped(await L().curl('client2', 'http://198.18.1.13/', { timeoutMs: DROP_TIMEOUT_MS }), `client2 (${CLIENT2}) -> 198.18.1.13`);

@@ -13,6 +13,7 @@
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, rmdirSync, statSync, unlinkSync, openSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { spawnSync } from 'node:child_process';
 import { DataPlaneError } from '../dataplane.js';
 import type { Logger } from '../../observe/log.js';
 import { BpfObject, closeFd, linkInfo, linkUpdate, mapInfo, objGet, type MapSpec } from './libbpf.js';
@@ -68,9 +69,21 @@ export function cgroup2Root(): string | null {
   return null;
 }
 
+const BPFFS = '/sys/fs/bpf';
+
+function onBpffs(pin: string, mounts: readonly string[]): boolean {
+  return mounts.some((m) => pin === m || pin.startsWith(m.endsWith('/') ? m : `${m}/`));
+}
+
+/** Pins need bpffs; like Cilium, the agent mounts it at /sys/fs/bpf when nothing is mounted there. */
 function ensurePinDir(pin: string): void {
-  const mounts = bpffsMounts();
-  if (!mounts.some((m) => pin === m || pin.startsWith(m.endsWith('/') ? m : `${m}/`))) {
+  let mounts = bpffsMounts();
+  if (!onBpffs(pin, mounts) && (pin === BPFFS || pin.startsWith(`${BPFFS}/`)) && existsSync(BPFFS)) {
+    const r = spawnSync('mount', ['-t', 'bpf', 'bpf', BPFFS], { encoding: 'utf8', timeout: 10_000 });
+    if (r.status !== 0) throw new DataPlaneError('EINIT', `mount -t bpf bpf ${BPFFS}: ${(r.stderr ?? '').trim() || r.error?.message || `exit ${r.status}`}`);
+    mounts = bpffsMounts();
+  }
+  if (!onBpffs(pin, mounts)) {
     throw new DataPlaneError('EINIT', `${pin} is not on a bpffs mount (mounted: ${mounts.join(', ') || 'none'}); mount one with \`mount -t bpf bpf /sys/fs/bpf\`${mounts.length === 0 ? '' : ' or choose --bpf-pin-path under it'}`);
   }
   mkdirSync(join(pin, 'links'), { recursive: true, mode: 0o700 });

@@ -10,6 +10,7 @@ import { Metrics } from '../observe/metrics.js';
 import { startAdmin } from '../observe/server.js';
 import { FileSource } from '../source/files.js';
 import { KubernetesSource } from '../source/kubernetes.js';
+import { readLocalAddresses, watchLocalAddresses } from '../source/local-addresses.js';
 import type { Source } from '../source/objects.js';
 import { BoundedFrequencyRunner } from '../sync/runner.js';
 import { Syncer } from '../sync/syncer.js';
@@ -119,7 +120,12 @@ export async function runAgent(s: AgentSettings, logger: Logger = createLogger({
   const metrics = new Metrics();
   const health = new ProxyHealth(Math.max(2 * s.syncPeriodMs, 10_000));
   const tracker = new Tracker(s.flags.nodeName);
-  const configFor = (node: Parameters<typeof proxyConfig>[1]) => proxyConfig(s.flags, node);
+  // NodePorts without --nodeport-addresses are served on every address the kernel treats as local.
+  let localAddresses: string[] = await readLocalAddresses().catch((e: Error) => {
+    log.warn('could not read the node\'s local addresses; NodePorts use the node IPs until they can be read', { error: e });
+    return [];
+  });
+  const configFor = (node: Parameters<typeof proxyConfig>[1]) => ({ ...proxyConfig(s.flags, node), localAddresses });
   const dataplane = await createDataPlane(s.dataplane, { config: () => syncer.config, logger: log.child({ dataplane: s.dataplane }), ebpf: s.ebpf });
   const serviceHealth = new ServiceHealthServers({
     // With --nodeport-addresses, only those node addresses, as NodePorts; else every address.
@@ -166,6 +172,11 @@ export async function runAgent(s: AgentSettings, logger: Logger = createLogger({
     }
   });
   runner.start();
+  const addressWatch = watchLocalAddresses((addrs) => {
+    if (addrs.join(',') === localAddresses.join(',')) return;
+    localAddresses = addrs;
+    runner.run();
+  }, { onError: (e) => log.warn('watching the node\'s addresses', { error: e }) });
 
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));
@@ -173,6 +184,7 @@ export async function runAgent(s: AgentSettings, logger: Logger = createLogger({
   });
   log.info('stopping; the programmed rules stay in place', { signal });
   runner.stop();
+  addressWatch.close();
   await source.stop();
   await admin.close();
   await serviceHealth.close();

@@ -14,6 +14,12 @@ export interface ApplyOptions {
    * the changed services are rewritten.
    */
   full: boolean;
+  /**
+   * Only the node's local addresses changed since the last sync (where NodePorts are served
+   * without --nodeport-addresses). A plane that renders NodePorts per address rewrites them; the
+   * table's entries are otherwise the same.
+   */
+  addressesChanged?: boolean;
 }
 
 export interface ApplyResult {

@@ -25,7 +25,7 @@ export function expectedState(table: ServiceTable): FakeState {
 export class FakeDataPlane implements DataPlane {
   readonly name: DataPlaneName = 'iptables';
   state: FakeState = new Map();
-  applies: Array<{ full: boolean; changes: number }> = [];
+  applies: Array<{ full: boolean; changes: number; addressesChanged?: boolean }> = [];
   initialized = false;
 
   async init(): Promise<void> {
@@ -43,7 +43,7 @@ export class FakeDataPlane implements DataPlane {
       }
     }
     this.state = next;
-    this.applies.push({ full: opts.full, changes: changes.length });
+    this.applies.push({ full: opts.full, changes: changes.length, addressesChanged: opts.addressesChanged === true });
     return { written: changes.length, bytes: 0 };
   }
 

@@ -64,8 +64,12 @@ export class Syncer {
     const pending = tracker.take();
     const cfg = this.o.config(tracker.node);
     const configChanged = !sameConfig(cfg, this.config);
-    if (configChanged) logger.info('node configuration changed, rebuilding everything', { nodeIPs: cfg.nodeIPs.join(','), zone: cfg.zone });
-    const full = this.needFull || configChanged || start - this.lastFull >= this.o.fullSyncIntervalMs;
+    // The node's local addresses (NodePorts without --nodeport-addresses) change with its
+    // interfaces; the table does not depend on them, so that is not a reason to rebuild it.
+    const addressesChanged = configChanged && sameConfig({ ...cfg, localAddresses: undefined }, { ...this.config, localAddresses: undefined });
+    if (addressesChanged) logger.info('node addresses changed', { localAddresses: (cfg.localAddresses ?? []).join(',') });
+    else if (configChanged) logger.info('node configuration changed, rebuilding everything', { nodeIPs: cfg.nodeIPs.join(','), zone: cfg.zone });
+    const full = this.needFull || (configChanged && !addressesChanged) || start - this.lastFull >= this.o.fullSyncIntervalMs;
 
     let changes: Change[];
     if (full) {
@@ -83,7 +87,7 @@ export class Syncer {
     if (this.unapplied.length > 0) changes = mergeChanges(this.unapplied, changes);
     this.needFull = true;
     try {
-      const res = await dataplane.apply(changes, this.table, { full });
+      const res = await dataplane.apply(changes, this.table, { full, addressesChanged });
       metrics?.applyBytes.inc({ dataplane: dataplane.name }, res.bytes);
     } catch (e) {
       // Keep the changes pending (for the latency metric and the health check) until a sync lands.

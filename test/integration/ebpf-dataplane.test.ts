@@ -49,6 +49,7 @@ describe('ebpf data plane (real kernel, scratch cgroup)', { skip: !isRoot && 'ne
   let s: EbpfScratch;
   let dp: EbpfDataPlane;
   let table: ServiceTable = new Map();
+  let cfg = CFG;
 
   const program = async (next: ServiceTable, plane = dp) => {
     const r = await plane.apply(diff(table, next), next, { full: false });
@@ -57,12 +58,12 @@ describe('ebpf data plane (real kernel, scratch cgroup)', { skip: !isRoot && 'ne
   };
 
   before(async () => {
-    s = await createEbpfScratch([A, B, '198.18.0.2']);
+    s = await createEbpfScratch([A, B, '198.18.0.2', '198.18.0.9']);
     await s.serve(tcpServer(A, 8080, 'pod-a'));
     await s.serve(tcpServer(B, 8080, 'pod-b'));
     await s.serve(udpServer(A, 5300, 'pod-a'));
     await s.serve(udpServer(B, 5300, 'pod-b'));
-    dp = new EbpfDataPlane({ config: CFG, logger: memoryLogger(), cgroupPath: s.cgroup, pinPath: s.pinPath, reconcileIntervalMs: 3_600_000 });
+    dp = new EbpfDataPlane({ config: () => cfg, logger: memoryLogger(), cgroupPath: s.cgroup, pinPath: s.pinPath, reconcileIntervalMs: 3_600_000 });
     await dp.init();
     const first = tableFrom([...web([A]), ...empty(), ...dns([A])]);
     await dp.apply(diff(new Map(), first), first, { full: true });
@@ -141,6 +142,19 @@ describe('ebpf data plane (real kernel, scratch cgroup)', { skip: !isRoot && 'ne
     assert.deepEqual(by.get('UDP 10.96.0.53:53')?.backends, [`${A}:5300`]);
     assert.equal(by.get('TCP 10.96.0.10:80')?.service, 'default/web:http/TCP');
     assert.deepEqual(fes.filter((f) => f.drift !== undefined), []);
+  });
+
+  test('a new local address gets the NodePorts without a rewrite of anything else', async () => {
+    cfg = config({ nodeIPs: ['198.18.0.2'], localAddresses: ['198.18.0.2', '198.18.0.9'] });
+    const r = await dp.apply([], table, { full: false, addressesChanged: true });
+    // One NodePort frontend (master, one slot) plus its rev-NAT entry.
+    assert.equal(r.written, 3);
+    const [np] = await connect(s, '198.18.0.9', 30080);
+    assert.deepEqual(np, { data: 'pod-a', peer: '198.18.0.9:30080' });
+    cfg = CFG;
+    await dp.apply([], table, { full: false, addressesChanged: true });
+    const [gone] = await connect(s, '198.18.0.9', 30080);
+    assert.equal(gone!.error, 'ECONNREFUSED', 'the NodePort left with the address');
   });
 
   test('a restarted data plane adopts the pinned maps: nothing rewritten, nothing detached, traffic flows', async () => {

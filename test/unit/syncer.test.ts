@@ -164,3 +164,19 @@ test('the changes of a failed sync reach the data plane with the next sync that 
   assert.deepEqual(seen[seen.length - 1]!.sort(), ['added default/b:http/TCP', 'endpointsChanged default/a:http/TCP'],
     'the failed endpoint change is carried over, not lost in the full resync');
 });
+
+test('a change of the node\'s local addresses alone is a partial sync that says so; another config change is full', async () => {
+  const tracker = new Tracker('node-1');
+  let cfg = config({ localAddresses: ['198.18.0.2'] });
+  const dp = new FakeDataPlane();
+  const syncer = new Syncer({ tracker, dataplane: dp, config: () => cfg, logger: memoryLogger(), fullSyncIntervalMs: 60_000 });
+  tracker.handle({ type: 'synced', kind: 'Service', keys: [] });
+  tracker.handle({ type: 'synced', kind: 'EndpointSlice', keys: [] });
+  await syncer.sync();
+  cfg = config({ localAddresses: ['198.18.0.2', '198.18.0.9'] });
+  const r = await syncer.sync();
+  assert.equal(r?.full, false);
+  cfg = config({ localAddresses: ['198.18.0.2', '198.18.0.9'], masqueradeAll: true });
+  await syncer.sync();
+  assert.deepEqual(dp.applies.map((a) => [a.full, a.addressesChanged]), [[true, false], [false, true], [true, false]]);
+});

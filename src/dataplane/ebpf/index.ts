@@ -131,7 +131,9 @@ export class EbpfDataPlane implements DataPlane {
     // Localhost NodePorts: the node's own processes reach NodePorts on 127.0.0.1 and ::1 too
     // (the programs serve those addresses only to the host namespace).
     const addrs = [...nodePortAddresses(cfg), LOOPBACK[4], LOOPBACK[6]];
-    const cfgKey = JSON.stringify([addrs, primaryNodeIP(cfg, 4), primaryNodeIP(cfg, 6), cfg.clusterCIDRs, cfg.masqueradeAll]);
+    // NodePort addresses come and go with the node's interfaces: moved frontend by frontend. What
+    // else the records depend on changes rarely, and re-reads everything.
+    const cfgKey = JSON.stringify([primaryNodeIP(cfg, 4), primaryNodeIP(cfg, 6), cfg.clusterCIDRs, cfg.masqueradeAll]);
     const reconcile = opts.full || cfgKey !== this.configKey || this.now() - this.lastReconcile >= this.reconcileIntervalMs;
     const st = this.state;
     try {
@@ -148,6 +150,10 @@ export class EbpfDataPlane implements DataPlane {
         for (const k of st.kernelKeys()) dirty.add(k);
         writeConfig(lb.fds.rd_config_map, primaryNodeIP(cfg, 4), primaryNodeIP(cfg, 6));
       } else {
+        if (addrs.join(',') !== this.nodePortAddrs.join(',')) {
+          st.moveNodePorts(cfg, this.nodePortAddrs, addrs, dirty);
+          this.nodePortAddrs = addrs;
+        }
         for (const c of changes) {
           const { prev, next } = beforeAfter(c);
           if (prev !== undefined) st.unclaim(prev, cfg, this.nodePortAddrs, dirty);

@@ -84,6 +84,8 @@ export class SocketLBState {
   private readonly kernelClusterIPs = new Set<string>();
   private readonly dirtyClusterIPs = new Set<string>();
   private readonly backendRefs = new Map<string, number>();
+  /** The claimed service ports with a NodePort: an address change re-claims only these. */
+  private readonly nodePortPorts = new Map<string, ServicePort>();
   readonly frontendIds = new IdAllocator('frontend', 262143);
   readonly backendIds: IdAllocator;
 
@@ -107,6 +109,7 @@ export class SocketLBState {
   // ---- claims ------------------------------------------------------------------------------
 
   claim(sp: ServicePort, cfg: ProxyConfig, addrs: readonly string[], dirty: Set<string>): void {
+    if (sp.nodePort > 0) this.nodePortPorts.set(sp.id, sp);
     this.clusterIPClaims.set(sp.clusterIP, (this.clusterIPClaims.get(sp.clusterIP) ?? 0) + 1);
     this.dirtyClusterIPs.add(sp.clusterIP);
     for (const r of frontendRecords(sp, cfg, addrs)) {
@@ -120,6 +123,7 @@ export class SocketLBState {
 
   /** `addrs` must be the NodePort addresses `sp` was claimed with (a change of them is a reconcile). */
   unclaim(sp: ServicePort, cfg: ProxyConfig, addrs: readonly string[], dirty: Set<string>): void {
+    if (this.nodePortPorts.get(sp.id) === sp) this.nodePortPorts.delete(sp.id);
     const n = (this.clusterIPClaims.get(sp.clusterIP) ?? 1) - 1;
     if (n > 0) this.clusterIPClaims.set(sp.clusterIP, n);
     else this.clusterIPClaims.delete(sp.clusterIP);
@@ -132,7 +136,19 @@ export class SocketLBState {
     }
   }
 
+  /**
+   * Moves every NodePort claim from the addresses `from` to `to`: what an address change costs is
+   * the NodePort frontends, not the table.
+   */
+  moveNodePorts(cfg: ProxyConfig, from: readonly string[], to: readonly string[], dirty: Set<string>): void {
+    for (const sp of [...this.nodePortPorts.values()]) {
+      this.unclaim(sp, cfg, from, dirty);
+      this.claim(sp, cfg, to, dirty);
+    }
+  }
+
   resetClaims(): void {
+    this.nodePortPorts.clear();
     this.claims.clear();
     this.clusterIPClaims.clear();
   }

@@ -98,7 +98,7 @@ export class IptablesDataPlane implements DataPlane {
     const total: ApplyResult = { written: 0, bytes: 0 };
     for (const fam of families) {
       const mine = changes.filter((c) => familyOf(c) === fam.family);
-      const r = await fam.apply(mine, table, node, opts.full);
+      const r = await fam.apply(mine, table, node, opts.full || opts.addressesChanged === true);
       total.written += r.written;
       total.bytes += r.bytes;
     }

@@ -170,7 +170,7 @@ export class NftablesDataPlane implements DataPlane {
     let failure: unknown;
     for (const fam of this.families()) {
       try {
-        const r = await fam.apply(changes, table, node, opts.full);
+        const r = await fam.apply(changes, table, node, opts.full || opts.addressesChanged === true);
         total.written += r.written;
         total.bytes += r.bytes;
       } catch (e) {

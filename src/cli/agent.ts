@@ -138,6 +138,10 @@ export async function runAgent(s: AgentSettings, logger: Logger = createLogger({
     onApplied: (changes) => serviceHealth.update(changes),
   });
   await dataplane.init();
+  if (dataplane.counters !== undefined) {
+    const counters = dataplane.counters.bind(dataplane);
+    metrics.exportDataPlaneCounters(counters, (e) => log.warn('could not read the data plane\'s counters', { error: e }));
+  }
   await cleanupOtherDataPlanes(s.dataplane, { config: () => syncer.config, logger: log, ebpf: s.ebpf });
 
   const runner = new BoundedFrequencyRunner(async () => { await syncer.sync(); }, {

@@ -47,6 +47,12 @@ export interface ProgrammedFrontend {
   scope?: string;
 }
 
+/** Connection counters a data plane keeps in the kernel (the eBPF programs count per frontend and backend). */
+export interface DataPlaneCounters {
+  frontends: Array<{ service: string; kind: string; frontend: string; protocol: string; connections: number; refused: number; dropped: number }>;
+  backends: Array<{ backend: string; protocol: string; connections: number }>;
+}
+
 export interface DataPlane {
   readonly name: DataPlaneName;
   /** Checks the kernel and tools, creates the base structures. Throws DataPlaneError. */
@@ -61,6 +67,8 @@ export interface DataPlane {
   apply(changes: readonly Change[], table: ServiceTable, opts: ApplyOptions): Promise<ApplyResult>;
   /** Reads back what is programmed. */
   programmed(): Promise<ProgrammedFrontend[]>;
+  /** Per-frontend and per-backend counters, where the data plane keeps them. Throws DataPlaneError EREAD. */
+  counters?(): Promise<DataPlaneCounters>;
   /** Removes everything this data plane ever created in the current network namespace. */
   cleanup(): Promise<void>;
 }

@@ -47,7 +47,9 @@ async function httpGet(lab: Lab, node: string, url: string): Promise<{ status: n
  */
 export async function startAgent(lab: Lab, node: string, o: AgentOptions): Promise<LabAgent> {
   const ip = lab.ip(node);
-  const ebpf = o.dataplane === 'ebpf' ? ['--cgroup-root', lab.cgroup(node), '--bpf-pin-path', lab.bpfPinPath(node)] : [];
+  // Every agent gets the run's pin directory, not only ebpf ones: an agent of another plane removes
+  // eBPF leftovers at start, and must look for them there, never in the machine's own pins.
+  const ebpf = [...(o.dataplane === 'ebpf' ? ['--cgroup-root', lab.cgroup(node)] : []), '--bpf-pin-path', lab.bpfPinPath(node)];
   // setpriv --pdeathsig: the agent gets SIGTERM when the process that started it dies, however it
   // dies (a test runner killed by a closed pipe skips every exit handler).
   const argv = [

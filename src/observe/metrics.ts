@@ -2,6 +2,7 @@
 // Rudder's own under rudder_*.
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { DataPlaneCounters } from '../dataplane/dataplane.js';
 
 // kube-proxy's buckets for sync durations (exponential from 1 ms) and programming latency.
 const SYNC_BUCKETS = [0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192, 16.384];
@@ -51,5 +52,46 @@ export class Metrics {
     this.applyBytes = new Counter({ name: 'rudder_dataplane_transaction_bytes_total', help: 'Bytes handed to the kernel tool', labelNames: ['dataplane'], registers: r });
     this.noLocalEndpoints.set({ traffic_policy: 'internal' }, 0);
     this.noLocalEndpoints.set({ traffic_policy: 'external' }, 0);
+  }
+
+  /**
+   * Exports the counters a data plane keeps in the kernel, read at every scrape: connections per
+   * frontend and per backend, and refusals/drops per frontend. A failed read leaves them out of
+   * that scrape (and is logged by the caller's onError).
+   */
+  exportDataPlaneCounters(read: () => Promise<DataPlaneCounters>, onError: (e: Error) => void): void {
+    const r = [this.registry];
+    let last: Promise<DataPlaneCounters | null> | null = null;
+    // One kernel read serves the three metrics of a scrape.
+    const once = (): Promise<DataPlaneCounters | null> => {
+      last ??= read().catch((e: Error) => { onError(e); return null; }).finally(() => { setImmediate(() => { last = null; }); });
+      return last;
+    };
+    const feLabels = ['service', 'kind', 'frontend', 'protocol'] as const;
+    new Counter({
+      name: 'rudder_ebpf_service_connections_total', help: 'Connections the eBPF programs sent to a backend, per frontend', labelNames: feLabels, registers: r,
+      async collect() {
+        this.reset();
+        for (const f of (await once())?.frontends ?? []) this.inc({ service: f.service, kind: f.kind, frontend: f.frontend, protocol: f.protocol }, f.connections);
+      },
+    });
+    new Counter({
+      name: 'rudder_ebpf_service_rejected_total', help: 'Connections the eBPF programs refused (no endpoints) or failed (traffic policy Local without a local endpoint, source ranges), per frontend', labelNames: [...feLabels, 'reason'], registers: r,
+      async collect() {
+        this.reset();
+        for (const f of (await once())?.frontends ?? []) {
+          const labels = { service: f.service, kind: f.kind, frontend: f.frontend, protocol: f.protocol };
+          if (f.refused > 0) this.inc({ ...labels, reason: 'refused' }, f.refused);
+          if (f.dropped > 0) this.inc({ ...labels, reason: 'dropped' }, f.dropped);
+        }
+      },
+    });
+    new Counter({
+      name: 'rudder_ebpf_backend_connections_total', help: 'Connections the eBPF programs sent to a backend, per backend', labelNames: ['backend', 'protocol'], registers: r,
+      async collect() {
+        this.reset();
+        for (const b of (await once())?.backends ?? []) this.inc({ backend: b.backend, protocol: b.protocol }, b.connections);
+      },
+    });
   }
 }

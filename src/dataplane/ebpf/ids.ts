@@ -26,6 +26,11 @@ export class IdAllocator {
     return this.byKey.get(key);
   }
 
+  /** Every (key, id) held. */
+  entries(): IterableIterator<[string, number]> {
+    return this.byKey.entries();
+  }
+
   keyOf(id: number): string | undefined {
     return this.byId.get(id);
   }

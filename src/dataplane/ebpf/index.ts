@@ -30,13 +30,14 @@ import type { Change, ProxyConfig, ServiceTable } from '../../model/types.js';
 import { allPorts, beforeAfter } from '../../model/types.js';
 import { nodePortAddresses, primaryNodeIP } from '../../model/nodeport-addresses.js';
 import type { Logger } from '../../observe/log.js';
-import { DataPlaneError, type ApplyOptions, type ApplyResult, type DataPlane, type ProgrammedFrontend } from '../dataplane.js';
-import { IPPROTO, SCOPE_HOST, SVC_F, protoName } from './codecs.js';
+import { DataPlaneError, type ApplyOptions, type ApplyResult, type DataPlane, type DataPlaneCounters, type ProgrammedFrontend } from '../dataplane.js';
+import { readFileSync } from 'node:fs';
+import { BeStatsCodec, IPPROTO, SCOPE_HOST, SVC_F, SvcStatsCodec, protoName } from './codecs.js';
 import { libbpfAvailable, netnsCookie } from './libbpf.js';
 import { checkMaglevTableSize } from './maglev.js';
 import { SyncWrites, writeConfig } from './maps.js';
 import { cgroup2Root, DEFAULT_MAP_SIZES, DEFAULT_PIN_PATH, loadSocketLB, removePins, type MapSizes, type SocketLB } from './programs.js';
-import { readKernel, type KernelFrontend } from './readback.js';
+import { readKernel, readPerCpu, type KernelFrontend } from './readback.js';
 import { backendKey, LOOPBACK, SocketLBState, splitBackendKey, type Entry, type LbAlgorithm } from './state.js';
 import { StaleUdp } from './stale-udp.js';
 
@@ -217,6 +218,27 @@ export class EbpfDataPlane implements DataPlane {
     return out;
   }
 
+  /** The programs' per-CPU counters, summed, for every programmed frontend and backend. Throws DataPlaneError EREAD. */
+  async counters(): Promise<DataPlaneCounters> {
+    if (this.lb === undefined) await this.init();
+    const fds = this.lb!.fds;
+    const cpus = possibleCpus();
+    const feBuf = Buffer.alloc(SvcStatsCodec.size * cpus);
+    const beBuf = Buffer.alloc(BeStatsCodec.size * cpus);
+    const fmt = (addr: string, port: number): string => (addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`);
+    const out: DataPlaneCounters = { frontends: [], backends: [] };
+    for (const { id, rec } of this.state.frontends()) {
+      const [connections, refused, dropped] = readPerCpu(fds.rd_svc_stats, id, 3, cpus, feBuf);
+      out.frontends.push({ service: rec.service.id, kind: rec.kind, frontend: fmt(rec.ip, rec.port), protocol: rec.protocol, connections: Number(connections), refused: Number(refused), dropped: Number(dropped) });
+    }
+    for (const [key, id] of this.state.backendIds.entries()) {
+      const { ip, port, proto } = splitBackendKey(key);
+      const [connections] = readPerCpu(fds.rd_be_stats, id, 1, cpus, beBuf);
+      out.backends.push({ backend: fmt(ip, port), protocol: protoName(proto), connections: Number(connections) });
+    }
+    return out;
+  }
+
   /** Detaches every hook and removes the pinned maps. Idempotent. Throws DataPlaneError ECLEANUP. */
   async cleanup(): Promise<void> {
     this.lb?.close();
@@ -234,6 +256,16 @@ function differs(fe: KernelFrontend, backends: ReadonlyMap<number, { addr: strin
   });
   if (have.length !== want.backends.length || have.some((b, i) => b !== want.backends[i])) return `backends differ (${have.length} programmed, ${want.backends.length} wanted)`;
   return '';
+}
+
+/** Per-CPU maps hold one value per possible CPU (/sys/devices/system/cpu/possible, e.g. "0-1"). */
+function possibleCpus(): number {
+  let n = 0;
+  for (const part of readFileSync('/sys/devices/system/cpu/possible', 'utf8').trim().split(',')) {
+    const [a, b] = part.split('-').map(Number);
+    n = Math.max(n, (b ?? a ?? 0) + 1);
+  }
+  return n;
 }
 
 export function flagNames(flags: number): string[] {

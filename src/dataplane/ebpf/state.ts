@@ -93,6 +93,14 @@ export class SocketLBState {
     this.backendIds = new IdAllocator('backend', maxBackends - 1);
   }
 
+  /** Every programmed frontend: key, id and record. */
+  *frontends(): Generator<{ key: string; id: number; rec: FrontendRecord }> {
+    for (const [key, rec] of this.programmed) {
+      const id = this.frontendIds.get(key);
+      if (id !== undefined) yield { key, id, rec };
+    }
+  }
+
   /** The record programmed at a frontend key, for read-back. */
   recordOf(key: string): FrontendRecord | undefined {
     return this.programmed.get(key);

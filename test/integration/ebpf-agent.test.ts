@@ -1,0 +1,92 @@
+// The eBPF agent's lifecycle on a real kernel, in the lab: a pod keeps connecting to a ClusterIP
+// every few milliseconds while the agent is killed with SIGKILL and restarted (not one connection
+// may fail: the programs and maps live on in bpffs); `rudder services --agent` reads the maps
+// back; the programs' counters reach /metrics; switching the node to iptables removes every eBPF
+// pin; `rudder cleanup --dataplane ebpf` detaches everything.
+
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync } from 'node:fs';
+import { Lab, defaultTopology } from '../../src/lab/index.js';
+import { RUDDER_BIN, startAgent, type LabAgent } from '../../src/lab/agents.js';
+import { createLogger } from '../../src/observe/log.js';
+import { DEMO_MANIFESTS } from '../../src/cli/demo.js';
+import type { ProgrammedFrontend } from '../../src/dataplane/dataplane.js';
+
+const root = process.getuid?.() === 0;
+
+/** Connects to url every `gapMs` for `ms`, one connection at a time; prints {ok, failed, errors}. */
+const connectLoop = (host: string, port: number, ms: number, gapMs: number): string => `
+const http = require('http'); let ok = 0, failed = 0; const errors = {}; const end = Date.now() + ${ms};
+const one = () => new Promise((res) => { const req = http.get({ host: ${JSON.stringify(host)}, port: ${port}, path: '/', agent: false, timeout: 1000 }, (r) => { r.resume(); r.on('end', () => { ok++; res(); }); });
+  req.on('timeout', () => req.destroy(new Error('TIMEOUT'))); req.on('error', (e) => { failed++; errors[e.code || e.message] = (errors[e.code || e.message] || 0) + 1; res(); }); });
+(async () => { console.log('started'); while (Date.now() < end) { await one(); await new Promise((r) => setTimeout(r, ${gapMs})); } console.log(JSON.stringify({ ok, failed, errors })); })();`;
+
+describe('ebpf agent in the lab', { skip: root ? false : 'needs root' }, () => {
+  let lab: Lab;
+  let agent: LabAgent | undefined;
+
+  before(async () => {
+    lab = await Lab.create(defaultTopology(), { logger: createLogger({ level: 'warn' }) });
+    await lab.startServers();
+  });
+
+  after(async () => {
+    await agent?.stop().catch(() => undefined);
+    await lab?.destroy();
+  });
+
+  // keepMounts for every plane: an agent of another plane must see /sys/fs/bpf to remove the
+  // eBPF pins, as it does on a node (where nothing remounts /sys under it).
+  const start = async (dataplane = 'ebpf'): Promise<LabAgent> =>
+    startAgent(lab, 'node-1', { dataplane, manifests: [DEMO_MANIFESTS], clusterCIDR: '10.244.0.0/16', extraArgs: ['--sync-period', '2s'], keepMounts: true });
+
+  test('a pod\'s connections every 5 ms survive SIGKILL and a restart of the agent: none fails', async () => {
+    agent = await start();
+    const lines: string[] = [];
+    const client = lab.spawn('pod-1a', [process.execPath, '-e', connectLoop('10.96.0.10', 80, 6000, 5)], { label: 'client', onStdoutLine: (l) => lines.push(l) });
+    for (let i = 0; i < 100 && !lines.includes('started'); i++) await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 1000));
+    agent.proc.child.kill('SIGKILL');
+    await agent.proc.exited;
+    await new Promise((r) => setTimeout(r, 1000));
+    agent = await start();
+    await client.exited;
+    const summary = JSON.parse(lines.at(-1) ?? '{}') as { ok: number; failed: number; errors: Record<string, number> };
+    assert.equal(summary.failed, 0, `connections failed around the restart: ${JSON.stringify(summary)}`);
+    assert.ok(summary.ok > 200, `the client kept connecting: ${JSON.stringify(summary)}`);
+    console.log(`# ${summary.ok} connections, ${summary.failed} failed, across SIGKILL + restart`);
+  });
+
+  test('rudder services --agent reads the maps back; the programs\' counters are metrics', async () => {
+    const r = await lab.execOk('node-1', [process.execPath, RUDDER_BIN, 'services', '--agent', '127.0.0.1:10249', '--json']);
+    const fes = JSON.parse(r.stdout) as Array<Record<string, unknown>>;
+    assert.ok(fes.length > 0, r.stdout);
+    const raw = JSON.parse((await agent!.get('/services')).body) as ProgrammedFrontend[];
+    const web = raw.find((f) => f.address === '10.96.0.10:80');
+    assert.ok(web !== undefined && web.backends.length > 0 && web.drift === undefined, JSON.stringify(web));
+    await lab.curl('pod-1a', 'http://10.96.0.10/', { timeoutMs: 2000 });
+    const metrics = (await agent!.get('/metrics')).body;
+    const m = /^rudder_ebpf_service_connections_total\{[^}]*frontend="10\.96\.0\.10:80"[^}]*\} (\d+)$/m.exec(metrics);
+    assert.ok(m !== null && Number(m[1]) > 0, `per-frontend connection counter: ${metrics.split('\n').filter((l) => l.startsWith('rudder_ebpf')).slice(0, 5).join(' | ')}`);
+    assert.match(metrics, /^rudder_ebpf_backend_connections_total\{backend="10\.244\.\d+\.\d+:8080",protocol="TCP"\} [1-9]/m);
+  });
+
+  test('switching the node to iptables removes every eBPF pin; back to ebpf, and cleanup detaches it', async () => {
+    const pins = lab.bpfPinPath('node-1');
+    assert.ok(existsSync(pins) && readdirSync(pins).length > 0);
+    await agent!.stop();
+    agent = await start('iptables');
+    assert.equal(existsSync(pins), false, 'the iptables agent removed the eBPF leftovers');
+    await agent.stop();
+    agent = await start('ebpf');
+    await agent.stop();
+    agent = undefined;
+    const r = await lab.curl('pod-1a', 'http://10.96.0.10/', { timeoutMs: 2000 });
+    assert.ok(r.ok, 'rules stay in place after SIGTERM');
+    await lab.execOk('node-1', [process.execPath, RUDDER_BIN, 'cleanup', '--dataplane', 'ebpf', '--bpf-pin-path', pins], { keepMounts: true });
+    assert.equal(existsSync(pins), false);
+    const after = await lab.curl('pod-1a', 'http://10.96.0.10/', { timeoutMs: 1500 });
+    assert.ok(!after.ok, 'no longer translated after cleanup');
+  });
+});

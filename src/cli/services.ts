@@ -110,13 +110,19 @@ const KIND_NAME: Readonly<Record<string, string>> = TYPE;
 
 export function renderProgrammed(rows: readonly ProgrammedFrontend[]): string {
   const sorted = [...rows].sort((a, b) => (a.service < b.service ? -1 : a.service > b.service ? 1 : (KIND_ORDER[a.kind] ?? 9) - (KIND_ORDER[b.kind] ?? 9)));
-  const head = ['SERVICE', 'FRONTEND', 'TYPE', 'BACKENDS (programmed)'];
+  // Planes that read typed entries back (eBPF) say per frontend whether it matches the table.
+  const status = rows.some((r) => r.flags !== undefined || r.drift !== undefined);
+  const head = ['SERVICE', 'FRONTEND', 'TYPE', ...(status ? ['STATUS'] : []), 'BACKENDS (programmed)'];
   const lines: string[][] = [];
   for (const r of sorted) {
-    const protocol = r.service.slice(r.service.lastIndexOf('/') + 1);
+    const protocol = r.protocol ?? r.service.slice(r.service.lastIndexOf('/') + 1);
     const frontend = /^(TCP|UDP|SCTP)$/.test(protocol) ? `${r.address}/${protocol}` : r.address;
-    const bs = r.backends.length === 0 ? ['(none)'] : r.backends;
-    bs.forEach((b, i) => lines.push(i === 0 ? [r.service, frontend, KIND_NAME[r.kind] ?? r.kind, b] : ['', '', '', b]));
+    const flags = (r.flags ?? []).filter((f) => f !== 'nodeport');
+    const none = flags.includes('reject') ? '(none: refused)' : flags.includes('drop') ? '(none: not served)' : '(none)';
+    const bs = r.backends.length === 0 ? [none] : r.backends;
+    const state = r.drift !== undefined ? `DRIFT: ${r.drift}` : ['ok', ...flags.filter((f) => f !== 'reject' && f !== 'drop'), ...(r.scope ? [`${r.scope} namespace`] : [])].join(' ');
+    const service = r.service === '' ? '(unknown)' : r.service;
+    bs.forEach((b, i) => lines.push(i === 0 ? [service, frontend, KIND_NAME[r.kind] ?? r.kind, ...(status ? [state] : []), b] : ['', '', '', ...(status ? [''] : []), b]));
   }
   const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
   const fmt = (l: readonly string[]): string => l.map((c, i) => (i === l.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();

@@ -3,7 +3,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { serviceRows } from '../../src/cli/services.js';
+import { renderProgrammed, serviceRows } from '../../src/cli/services.js';
 import type { ProxyConfig } from '../../src/model/types.js';
 import { CFG, ep, sp, tableOf } from '../support/iptables.js';
 
@@ -28,4 +28,22 @@ test('service rows: a NodePort with no known address of its family is still list
   const table = tableOf(sp({ namespace: 'ns', name: 'v6', clusterIP: 'fd00:30::1', family: 6, nodePort: 30002, endpoints: [ep('fd00:180::1', 80)] }));
   const rows = serviceRows(table, CFG).map((r) => [r.type, r.frontend, r.action]);
   assert.deepEqual(rows, [['ClusterIP', '[fd00:30::1]:80', 'forward'], ['NodePort', '[::]:30002', 'forward']]);
+});
+
+test('read-back rows with flags get a STATUS column: ok with their flags, or the drift the plane found', () => {
+  const out = renderProgrammed([
+    { service: 'default/web:http/TCP', kind: 'clusterIP', address: '10.96.0.10:80', backends: ['10.244.1.10:8080'], flags: ['affinity'], protocol: 'TCP', id: 1 },
+    { service: 'default/empty:http/TCP', kind: 'clusterIP', address: '10.96.0.11:80', backends: [], flags: ['reject'], protocol: 'TCP', id: 2 },
+    { service: 'default/web:http/TCP', kind: 'nodePort', address: '198.18.0.2:30080', backends: [], flags: ['nodeport'], protocol: 'TCP', id: 3, drift: 'backends differ (0 programmed, 1 wanted)' },
+  ]);
+  const lines = out.trimEnd().split('\n');
+  assert.match(lines[0]!, /^SERVICE\s+FRONTEND\s+TYPE\s+STATUS\s+BACKENDS \(programmed\)$/);
+  assert.match(out, /default\/empty:http\/TCP\s+10\.96\.0\.11:80\/TCP\s+ClusterIP\s+ok\s+\(none: refused\)/);
+  assert.match(out, /10\.96\.0\.10:80\/TCP\s+ClusterIP\s+ok affinity\s+10\.244\.1\.10:8080/);
+  assert.match(out, /198\.18\.0\.2:30080\/TCP\s+NodePort\s+DRIFT: backends differ \(0 programmed, 1 wanted\)\s+\(none\)/);
+});
+
+test('rows without flags (the netfilter planes) keep the four columns', () => {
+  const out = renderProgrammed([{ service: 'default/web:http/TCP', kind: 'clusterIP', address: '10.96.0.10:80', backends: ['10.244.1.10:8080'] }]);
+  assert.doesNotMatch(out, /STATUS/);
 });

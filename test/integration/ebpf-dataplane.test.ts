@@ -22,6 +22,7 @@ const isRoot = process.getuid?.() === 0;
 const CFG = config({ nodeIPs: ['198.18.0.2'] });
 const A = '10.244.1.10';
 const B = '10.244.1.11';
+const A6 = 'fd00:244::10';
 
 function tableFrom(objects: ProxyObject[]): ServiceTable {
   return build(snapshotOf(objects), CFG);
@@ -36,6 +37,10 @@ const dns = (eps: string[]) => [
   slice('dns-1', 'dns', eps.map((ip) => ({ ip, node: 'node-1' })), { ports: [{ name: 'dns', port: 5300, protocol: 'UDP' }] }),
 ];
 const empty = () => [service('empty', { clusterIP: '10.96.0.11' })];
+const web6 = () => [
+  service('web6', { clusterIP: 'fd00:96::10', spec: { ipFamilies: ['IPv6'], clusterIPs: ['fd00:96::10'] } }),
+  slice('web6-1', 'web6', [{ ip: A6, node: 'node-1' }], { addressType: 'IPv6' }),
+];
 
 type Reply = { data?: string; peer?: string; error?: string; ms?: number };
 
@@ -58,14 +63,15 @@ describe('ebpf data plane (real kernel, scratch cgroup)', { skip: !isRoot && 'ne
   };
 
   before(async () => {
-    s = await createEbpfScratch([A, B, '198.18.0.2', '198.18.0.9']);
+    s = await createEbpfScratch([A, B, '198.18.0.2', '198.18.0.9', A6]);
     await s.serve(tcpServer(A, 8080, 'pod-a'));
     await s.serve(tcpServer(B, 8080, 'pod-b'));
+    await s.serve(tcpServer(A6, 8080, 'pod-a6'));
     await s.serve(udpServer(A, 5300, 'pod-a'));
     await s.serve(udpServer(B, 5300, 'pod-b'));
     dp = new EbpfDataPlane({ config: () => cfg, logger: memoryLogger(), cgroupPath: s.cgroup, pinPath: s.pinPath, reconcileIntervalMs: 3_600_000 });
     await dp.init();
-    const first = tableFrom([...web([A]), ...empty(), ...dns([A])]);
+    const first = tableFrom([...web([A]), ...empty(), ...dns([A]), ...web6()]);
     await dp.apply(diff(new Map(), first), first, { full: true });
     table = first;
   });
@@ -106,16 +112,16 @@ describe('ebpf data plane (real kernel, scratch cgroup)', { skip: !isRoot && 'ne
   });
 
   test('an endpoint change moves new connections to the new backend; both backends serve when both are listed', async () => {
-    await program(tableFrom([...web([B]), ...empty(), ...dns([A])]));
+    await program(tableFrom([...web([B]), ...empty(), ...dns([A]), ...web6()]));
     const rs = await connect(s, '10.96.0.10', 80, 5);
     assert.deepEqual(new Set(rs.map((r) => r.data)), new Set(['pod-b']));
-    await program(tableFrom([...web([A, B]), ...empty(), ...dns([A])]));
+    await program(tableFrom([...web([A, B]), ...empty(), ...dns([A]), ...web6()]));
     const both = await connect(s, '10.96.0.10', 80, 60);
     assert.deepEqual(new Set(both.map((r) => r.data)), new Set(['pod-a', 'pod-b']));
   });
 
   test('ClientIP affinity sticks every connection of a client to one backend', async () => {
-    await program(tableFrom([...web([A, B], { sessionAffinity: 'ClientIP' }), ...empty(), ...dns([A])]));
+    await program(tableFrom([...web([A, B], { sessionAffinity: 'ClientIP' }), ...empty(), ...dns([A]), ...web6()]));
     const rs = await connect(s, '10.96.0.10', 80, 30);
     assert.equal(new Set(rs.map((r) => r.data)).size, 1, JSON.stringify(rs));
   });
@@ -124,7 +130,7 @@ describe('ebpf data plane (real kernel, scratch cgroup)', { skip: !isRoot && 'ne
     const raw = rawService('web', { type: 'NodePort', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80, targetPort: 8080, nodePort: 30080, protocol: 'TCP' }] });
     (raw['metadata'] as Record<string, unknown>)['annotations'] = { [LB_ALGORITHM_ANNOTATION]: 'maglev' };
     const objs = [decodeOk(raw), slice('web-1', 'web', [{ ip: A, node: 'node-1' }, { ip: B, node: 'node-1' }])];
-    await program(tableFrom([...objs, ...empty(), ...dns([A])]));
+    await program(tableFrom([...objs, ...empty(), ...dns([A]), ...web6()]));
     const fe = (await dp.programmed()).find((f) => f.address === '10.96.0.10:80');
     assert.ok(fe?.flags?.includes('maglev'), JSON.stringify(fe));
     const rs = await connect(s, '10.96.0.10', 80, 60);
@@ -132,7 +138,7 @@ describe('ebpf data plane (real kernel, scratch cgroup)', { skip: !isRoot && 'ne
   });
 
   test('read-back lists every frontend with its backends and no drift', async () => {
-    await program(tableFrom([...web([A]), ...empty(), ...dns([A])]));
+    await program(tableFrom([...web([A]), ...empty(), ...dns([A]), ...web6()]));
     const fes = await dp.programmed();
     const by = new Map(fes.map((f) => [`${f.protocol} ${f.address}`, f]));
     assert.deepEqual(by.get('TCP 10.96.0.10:80')?.backends, [`${A}:8080`]);
@@ -142,6 +148,25 @@ describe('ebpf data plane (real kernel, scratch cgroup)', { skip: !isRoot && 'ne
     assert.deepEqual(by.get('UDP 10.96.0.53:53')?.backends, [`${A}:5300`]);
     assert.equal(by.get('TCP 10.96.0.10:80')?.service, 'default/web:http/TCP');
     assert.deepEqual(fes.filter((f) => f.drift !== undefined), []);
+  });
+
+  test('IPv6: connect6 to an IPv6 ClusterIP reaches its backend, and getpeername() shows the service', async () => {
+    const [r] = await connect(s, 'fd00:96::10', 80);
+    assert.deepEqual(r, { data: 'pod-a6', peer: 'fd00:96::10:80' });
+  });
+
+  test('--socket-lb-host-namespace-only leaves pods\' sockets alone; turning it off serves them again', async () => {
+    const hostOnly = new EbpfDataPlane({ config: () => cfg, logger: memoryLogger(), cgroupPath: s.cgroup, pinPath: s.pinPath, hostNamespaceOnly: true });
+    await hostOnly.init();
+    await hostOnly.apply(diff(new Map(), table), table, { full: true });
+    const [pod] = await connect(s, '10.96.0.10', 80);
+    assert.equal(pod!.data, undefined, `a pod's connection is not translated: ${JSON.stringify(pod)}`);
+    const again = new EbpfDataPlane({ config: () => cfg, logger: memoryLogger(), cgroupPath: s.cgroup, pinPath: s.pinPath, reconcileIntervalMs: 3_600_000 });
+    await again.init();
+    await again.apply(diff(new Map(), table), table, { full: true });
+    const [served] = await connect(s, '10.96.0.10', 80);
+    assert.equal(served!.data, 'pod-a');
+    dp = again;
   });
 
   test('a new local address gets the NodePorts without a rewrite of anything else', async () => {
@@ -202,7 +227,7 @@ describe('ebpf data plane (real kernel, scratch cgroup)', { skip: !isRoot && 'ne
       return pred();
     };
     assert.ok(await waitFor(() => lines.includes('pod-a:x'), 3000), lines.join('|'));
-    await program(tableFrom([...web([A]), ...empty(), ...dns([B])]));
+    await program(tableFrom([...web([A]), ...empty(), ...dns([B]), ...web6()]));
     assert.ok(await waitFor(() => lines.includes('pod-b:x'), 3000), `the client never reached pod-b: ${lines.slice(-10).join('|')}`);
     assert.ok(lines.some((l) => l.startsWith('error')), 'the old socket was closed under the client');
     client.kill('SIGKILL');

@@ -196,19 +196,3 @@ test('duplicate keys, bad weights and ids that do not fit 32 bits are RangeError
   assert.ok(empty.every((x) => x === 0));
   assert.throws(() => maglevTable([], 1000), RangeError);
 });
-
-test('tables are cheap enough to rebuild on every endpoint change', () => {
-  const small = backends(100);
-  const large = backends(1000);
-  maglevTable(small, M);
-  let t0 = performance.now();
-  for (let i = 0; i < 10; i++) maglevTable(small, M);
-  const smallMs = (performance.now() - t0) / 10;
-  t0 = performance.now();
-  maglevTable(large, 65521);
-  const largeMs = performance.now() - t0;
-  // Measured about 1 ms and 4-5 ms; the bounds are loose so a busy machine does not fail them, but
-  // catch an accidentally quadratic fill.
-  assert.ok(smallMs < 25, `100 backends at m=${M}: ${smallMs.toFixed(2)} ms`);
-  assert.ok(largeMs < 250, `1000 backends at m=65521: ${largeMs.toFixed(2)} ms`);
-});

@@ -11,8 +11,42 @@ import { DataPlaneError } from '../dataplane.js';
 
 export const ADDR_SIZE = 16;
 
+/** Dotted-quad IPv4 into `buf` at `off` (network order); false if `ip` is not one. No allocation: map writes run it per element. */
+function writeV4(buf: Buffer, off: number, ip: string): boolean {
+  let octet = 0;
+  let digits = 0;
+  let part = 0;
+  for (let i = 0; i < ip.length; i++) {
+    const c = ip.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || part === 3) return false;
+      buf[off + part++] = octet;
+      octet = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && octet === 0) return false; // leading zero
+      octet = octet * 10 + (c - 48);
+      if (octet > 255 || ++digits > 3) return false;
+    } else {
+      return false;
+    }
+  }
+  if (digits === 0 || part !== 3) return false;
+  buf[off + 3] = octet;
+  return true;
+}
+
 /** Writes an address (validated text) at `off`. Throws DataPlaneError EAPPLY for a non-address. */
 export function writeAddr(buf: Buffer, off: number, ip: string): void {
+  if (!ip.includes(':')) {
+    if (writeV4(buf, off + 12, ip)) {
+      buf.fill(0, off, off + 10);
+      buf[off + 10] = 0xff;
+      buf[off + 11] = 0xff;
+      return;
+    }
+    throw new DataPlaneError('EAPPLY', `not an IP address: ${JSON.stringify(ip)}`);
+  }
   const p = parseIP(ip);
   if (p === null) throw new DataPlaneError('EAPPLY', `not an IP address: ${JSON.stringify(ip)}`);
   if (p.family === 4) {
@@ -26,6 +60,9 @@ export function writeAddr(buf: Buffer, off: number, ip: string): void {
 }
 
 export function readAddr(buf: Buffer, off: number): string {
+  if (buf.readUInt32BE(off) === 0 && buf.readUInt32BE(off + 4) === 0 && buf.readUInt32BE(off + 8) === 0xffff) {
+    return `${buf[off + 12]}.${buf[off + 13]}.${buf[off + 14]}.${buf[off + 15]}`;
+  }
   const hi = buf.readBigUInt64BE(off);
   const lo = buf.readBigUInt64BE(off + 8);
   if (hi === 0n && lo >> 32n === 0xffffn) return formatIP({ family: 4, value: lo & 0xffffffffn });
@@ -68,11 +105,14 @@ export const SvcKeyCodec = {
   struct: 'rd_svc_key',
   offsets: { addr: 0, port: 16, slot: 18, proto: 20, scope: 21 },
   encode(k: SvcKey, buf: Buffer, off = 0): void {
-    writeAddr(buf, off, k.addr);
-    buf.writeUInt16BE(k.port, off + 16);
-    buf.writeUInt16LE(k.slot, off + 18);
-    buf.writeUInt8(k.proto, off + 20);
-    buf.writeUInt8(k.scope, off + 21);
+    SvcKeyCodec.encodeFields(k.addr, k.port, k.slot, k.proto, k.scope, buf, off);
+  },
+  encodeFields(addr: string, port: number, slot: number, proto: number, scope: number, buf: Buffer, off: number): void {
+    writeAddr(buf, off, addr);
+    buf.writeUInt16BE(port, off + 16);
+    buf.writeUInt16LE(slot, off + 18);
+    buf[off + 20] = proto;
+    buf[off + 21] = scope;
     buf.writeUInt16LE(0, off + 22);
   },
   decode(buf: Buffer, off = 0): SvcKey {
@@ -93,11 +133,14 @@ export const SvcValCodec = {
   struct: 'rd_svc_val',
   offsets: { backend_id: 0, count: 4, flags: 6, rev_nat_id: 8, affinity_timeout: 12 },
   encode(v: SvcVal, buf: Buffer, off = 0): void {
-    buf.writeUInt32LE(v.backendId, off);
-    buf.writeUInt16LE(v.count, off + 4);
-    buf.writeUInt16LE(v.flags, off + 6);
-    buf.writeUInt32LE(v.revNatId, off + 8);
-    buf.writeUInt32LE(v.affinityTimeout, off + 12);
+    SvcValCodec.encodeFields(v.backendId, v.count, v.flags, v.revNatId, v.affinityTimeout, buf, off);
+  },
+  encodeFields(backendId: number, count: number, flags: number, revNatId: number, affinityTimeout: number, buf: Buffer, off: number): void {
+    buf.writeUInt32LE(backendId, off);
+    buf.writeUInt16LE(count, off + 4);
+    buf.writeUInt16LE(flags, off + 6);
+    buf.writeUInt32LE(revNatId, off + 8);
+    buf.writeUInt32LE(affinityTimeout, off + 12);
   },
   decode(buf: Buffer, off = 0): SvcVal {
     return { backendId: buf.readUInt32LE(off), count: buf.readUInt16LE(off + 4), flags: buf.readUInt16LE(off + 6), revNatId: buf.readUInt32LE(off + 8), affinityTimeout: buf.readUInt32LE(off + 12) };

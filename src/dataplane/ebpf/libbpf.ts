@@ -68,6 +68,7 @@ function bind() {
     nextKey: bpf.func('int bpf_map_get_next_key(int fd, const void *key, void *next_key)'),
     updateBatch: bpf.func('int bpf_map_update_batch(int fd, const void *keys, const void *values, _Inout_ uint32 *count, const rd_bpf_map_batch_opts *opts)'),
     deleteBatch: bpf.func('int bpf_map_delete_batch(int fd, const void *keys, _Inout_ uint32 *count, const rd_bpf_map_batch_opts *opts)'),
+    lookupBatch: bpf.func('int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, _Inout_ uint32 *count, const rd_bpf_map_batch_opts *opts)'),
     socket: libc.func('int socket(int domain, int type, int protocol)'),
     getsockopt: libc.func('int getsockopt(int fd, int level, int name, void *val, _Inout_ uint32 *len)'),
     setns: libc.func('int setns(int fd, int nstype)'),
@@ -132,14 +133,34 @@ export interface OpenOptions {
 
 const LOG_SIZE = 4 << 20;
 
+class InterruptedLoad extends Error {
+  constructor(readonly error: DataPlaneError) {
+    super(error.message);
+  }
+}
+
 /** A loaded BPF object: its maps and programs by name. close() releases what is not pinned. */
 export class BpfObject {
   private closed = false;
 
   private constructor(private readonly obj: Ptr, readonly path: string) {}
 
-  /** Opens, configures and loads an object file. Throws DataPlaneError EINIT (with the verifier log on rejection). */
+  /**
+   * Opens, configures and loads an object file. The verifier gives up with EAGAIN when a signal
+   * arrives while it works (a profiler's SIGPROF, say): that is retried a few times. Throws
+   * DataPlaneError EINIT (with the verifier log on rejection).
+   */
   static load(path: string, opts: OpenOptions = {}): BpfObject {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return BpfObject.loadOnce(path, opts);
+      } catch (e) {
+        if (!(e instanceof InterruptedLoad) || attempt >= 5) throw e instanceof InterruptedLoad ? e.error : e;
+      }
+    }
+  }
+
+  private static loadOnce(path: string, opts: OpenOptions): BpfObject {
     const l = L();
     const logBuf = koffi.alloc('char', LOG_SIZE);
     try {
@@ -152,6 +173,7 @@ export class BpfObject {
       try {
         opts.configure?.((name) => self.spec(name));
         const rc = l.objLoad(obj);
+        if (rc === -11) throw new InterruptedLoad(new DataPlaneError('EINIT', `load ${path}: ${errnoName(11)} (interrupted)`));
         if (rc < 0) {
           const log = (koffi.decode(logBuf, 'char', LOG_SIZE) as string).replace(/\0.*$/s, '');
           fail('EINIT', `load ${path}${log ? ' (verifier rejected a program)' : ''}`, -rc, log.slice(-16_000) || undefined);
@@ -331,6 +353,49 @@ export const bpfMap = {
     if (rc === -22 || rc === -95 || rc === -524) return false; // EINVAL/EOPNOTSUPP/ENOTSUPP: no batch ops here
     check('EAPPLY', `batch update ${what} (${n[0]} of ${count} written)`, rc);
     return true;
+  },
+  /**
+   * Deletes `count` keys packed in `keys`, batched; keys that are absent are skipped. Falls back
+   * to one syscall per key where the map type has no batch delete.
+   */
+  deleteBatch(fd: number, keys: Buffer, keySize: number, count: number, what: string): void {
+    let i = 0;
+    while (i < count) {
+      const n = [count - i];
+      const rc = L().deleteBatch(fd, keys.subarray(i * keySize), n, { sz: 24, elem_flags: 0, flags: 0 });
+      if (rc === 0) return;
+      if (rc === -2) {
+        // n[0] keys went before the absent one: skip it and go on.
+        i += n[0]! + 1;
+        continue;
+      }
+      if (rc === -22 || rc === -95 || rc === -524) {
+        for (; i < count; i++) bpfMap.delete(fd, keys.subarray(i * keySize, (i + 1) * keySize), what);
+        return;
+      }
+      check('EAPPLY', `batch delete ${what}`, rc);
+    }
+  },
+  /**
+   * Reads up to `max` elements per syscall into `keys`/`values`, calling `each(count)` per chunk.
+   * Returns false (having read nothing) when the map type has no batch lookup.
+   */
+  lookupBatch(fd: number, keys: Buffer, values: Buffer, max: number, tokenSize: number, each: (count: number) => void, what: string): boolean {
+    let inTok: Buffer | null = null;
+    let outTok: Buffer = Buffer.alloc(tokenSize);
+    for (;;) {
+      const n = [max];
+      const rc: number = L().lookupBatch(fd, inTok, outTok, keys, values, n, { sz: 24, elem_flags: 0, flags: 0 });
+      if (rc < 0 && rc !== -2) {
+        if (inTok === null && (rc === -22 || rc === -95 || rc === -524)) return false;
+        check('EREAD', `batch lookup ${what}`, rc);
+      }
+      if (n[0]! > 0) each(n[0]!);
+      if (rc === -2) return true;
+      const t: Buffer = inTok ?? Buffer.alloc(tokenSize);
+      inTok = outTok;
+      outTok = t;
+    }
   },
 };
 

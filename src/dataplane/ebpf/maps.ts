@@ -25,15 +25,28 @@ export class Batch {
     this.values = Buffer.alloc(valueSize * initial);
   }
 
-  /** Reserves one element; the callbacks encode into the batch's buffers at the given offsets. */
-  add(encodeKey: (buf: Buffer, off: number) => void, encodeValue: (buf: Buffer, off: number) => void): void {
+  /** Reserves one element: encode its key into `keys` at the index times keySize, its value likewise. */
+  reserve(): number {
     if ((this.count + 1) * this.keySize > this.keys.length) {
       this.keys = grow(this.keys);
       this.values = grow(this.values);
     }
-    encodeKey(this.keys, this.count * this.keySize);
-    encodeValue(this.values, this.count * this.valueSize);
-    this.count++;
+    return this.count++;
+  }
+
+  get keyBuf(): Buffer {
+    return this.keys;
+  }
+
+  get valueBuf(): Buffer {
+    return this.values;
+  }
+
+  /** Adds one element through encoder callbacks (for the rare writes; hot paths use reserve()). */
+  add(encodeKey: (buf: Buffer, off: number) => void, encodeValue: (buf: Buffer, off: number) => void): void {
+    const i = this.reserve();
+    encodeKey(this.keys, i * this.keySize);
+    encodeValue(this.values, i * this.valueSize);
   }
 
   /** Writes everything added. Throws DataPlaneError EAPPLY (elements before the failing one may be written). */
@@ -55,7 +68,7 @@ function grow(b: Buffer): Buffer {
   return n;
 }
 
-/** Pending deletions of one map, run one element at a time (absent keys are fine). */
+/** Pending deletions of one map, batched (absent keys are fine). */
 export class Deletions {
   private keys: Buffer;
   count = 0;
@@ -65,22 +78,41 @@ export class Deletions {
   }
 
   add(encodeKey: (buf: Buffer, off: number) => void): void {
+    encodeKey(this.keyBuf, this.reserve() * this.keySize);
+  }
+
+  /** Reserves one key: encode it into `keyBuf` at the index times keySize. */
+  reserve(): number {
     if ((this.count + 1) * this.keySize > this.keys.length) this.keys = grow(this.keys);
-    encodeKey(this.keys, this.count * this.keySize);
-    this.count++;
+    return this.count++;
+  }
+
+  get keyBuf(): Buffer {
+    return this.keys;
   }
 
   flush(): number {
     const n = this.count;
     this.count = 0;
-    for (let i = 0; i < n; i++) bpfMap.delete(this.fd, this.keys.subarray(i * this.keySize, (i + 1) * this.keySize), this.map);
+    if (n > 0) bpfMap.deleteBatch(this.fd, this.keys, this.keySize, n, this.map);
     return n;
   }
 }
 
-/** Every key/value of a map, decoded. Throws DataPlaneError EREAD. */
+const DUMP_CHUNK = 4096;
+
+/**
+ * Every key/value of a map, decoded: batched (thousands of elements per syscall) where the map
+ * type allows, else one key at a time. Throws DataPlaneError EREAD.
+ */
 export function dump<K, V>(fd: number, map: string, keySize: number, valueSize: number, decodeKey: (b: Buffer) => K, decodeValue: (b: Buffer) => V): Array<[K, V]> {
   const out: Array<[K, V]> = [];
+  const keys = Buffer.alloc(keySize * DUMP_CHUNK);
+  const values = Buffer.alloc(valueSize * DUMP_CHUNK);
+  const batched = bpfMap.lookupBatch(fd, keys, values, DUMP_CHUNK, Math.max(keySize, 8), (n) => {
+    for (let i = 0; i < n; i++) out.push([decodeKey(keys.subarray(i * keySize, (i + 1) * keySize)), decodeValue(values.subarray(i * valueSize, (i + 1) * valueSize))]);
+  }, map);
+  if (batched) return out;
   let cur: Buffer | null = null;
   const value = Buffer.alloc(valueSize);
   for (;;) {
@@ -131,19 +163,33 @@ export class SyncWrites {
   }
 
   backend(id: number, b: Backend): void {
-    this.backends.add((k, o) => k.writeUInt32LE(id, o), (v, o) => BackendCodec.encode(b, v, o));
+    const i = this.backends.reserve();
+    this.backends.keyBuf.writeUInt32LE(id, i * 4);
+    BackendCodec.encode(b, this.backends.valueBuf, i * BackendCodec.size);
   }
 
   revNatEntry(id: number, r: RevNat): void {
-    this.revNat.add((k, o) => k.writeUInt32LE(id, o), (v, o) => RevNatCodec.encode(r, v, o));
+    const i = this.revNat.reserve();
+    this.revNat.keyBuf.writeUInt32LE(id, i * 4);
+    RevNatCodec.encode(r, this.revNat.valueBuf, i * RevNatCodec.size);
   }
 
-  slot(key: SvcKey, val: SvcVal): void {
-    this.slots.add((k, o) => SvcKeyCodec.encode(key, k, o), (v, o) => SvcValCodec.encode(val, v, o));
+  /** A backend slot of a frontend: slot `slot` of (addr, port, proto, scope) holds `backendId`. */
+  slot(addr: string, port: number, proto: number, scope: number, slot: number, backendId: number, revNatId: number): void {
+    const i = this.slots.reserve();
+    SvcKeyCodec.encodeFields(addr, port, slot, proto, scope, this.slots.keyBuf, i * SvcKeyCodec.size);
+    SvcValCodec.encodeFields(backendId, 0, 0, revNatId, 0, this.slots.valueBuf, i * SvcValCodec.size);
   }
 
   master(key: SvcKey, val: SvcVal): void {
-    this.masters.add((k, o) => SvcKeyCodec.encode(key, k, o), (v, o) => SvcValCodec.encode(val, v, o));
+    const i = this.masters.reserve();
+    SvcKeyCodec.encode(key, this.masters.keyBuf, i * SvcKeyCodec.size);
+    SvcValCodec.encode(val, this.masters.valueBuf, i * SvcValCodec.size);
+  }
+
+  /** Deletes slots from..to (inclusive) of a frontend. */
+  deleteSlots(addr: string, port: number, proto: number, scope: number, from: number, to: number): void {
+    for (let slot = from; slot <= to; slot++) SvcKeyCodec.encodeFields(addr, port, slot, proto, scope, this.delSlots.keyBuf, this.delSlots.reserve() * SvcKeyCodec.size);
   }
 
   /** Writes everything in the safe order; returns the number of elements written or deleted. */

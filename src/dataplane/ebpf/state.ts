@@ -238,9 +238,9 @@ export class SocketLBState {
   private write(key: string, have: Entry | undefined, want: Entry, w: SyncWrites, gone: string[]): void {
     const master: SvcKey = { addr: want.addr, port: want.port, slot: 0, proto: want.proto, scope: want.scope };
     for (const b of want.backends) this.refBackend(b, w);
-    want.backends.forEach((b, i) => {
-      w.slot({ ...master, slot: i + 1 }, { backendId: this.backendIds.get(b)!, count: 0, flags: 0, revNatId: want.id, affinityTimeout: 0 });
-    });
+    for (let i = 0; i < want.backends.length; i++) {
+      w.slot(want.addr, want.port, want.proto, want.scope, i + 1, this.backendIds.get(want.backends[i]!)!, want.id);
+    }
     w.master(master, { backendId: 0, count: want.backends.length, flags: want.flags, revNatId: want.id, affinityTimeout: want.affinityTimeout });
     if (want.scope === SCOPE_INT) {
       if (have === undefined || have.id !== want.id) w.revNatEntry(want.id, { addr: want.addr, port: want.port });
@@ -253,7 +253,7 @@ export class SocketLBState {
       }
     }
     if (have !== undefined) {
-      for (let slot = want.backends.length + 1; slot <= have.backends.length; slot++) w.delSlots.add((k, o) => SvcKeyCodec.encode({ ...master, slot }, k, o));
+      w.deleteSlots(want.addr, want.port, want.proto, want.scope, want.backends.length + 1, have.backends.length);
       this.unrefBackends(have.backends, w, gone);
     }
     this.kernel.set(entryKey(key, want.scope), want);
@@ -262,7 +262,7 @@ export class SocketLBState {
   private remove(key: string, have: Entry, w: SyncWrites, gone: string[]): void {
     const master: SvcKey = { addr: have.addr, port: have.port, slot: 0, proto: have.proto, scope: have.scope };
     w.delMasters.add((k, o) => SvcKeyCodec.encode(master, k, o));
-    for (let slot = 1; slot <= have.backends.length; slot++) w.delSlots.add((k, o) => SvcKeyCodec.encode({ ...master, slot }, k, o));
+    w.deleteSlots(have.addr, have.port, have.proto, have.scope, 1, have.backends.length);
     if (have.scope === SCOPE_INT) {
       w.delRevNat.add((k, o) => k.writeUInt32LE(have.id, o));
       if (have.flags & SVC_F.MAGLEV) w.delMaglev.add((k, o) => k.writeUInt32LE(have.id, o));

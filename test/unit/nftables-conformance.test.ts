@@ -7,58 +7,30 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { loadTable } from '../../src/cli/load.js';
 import { NftablesDataPlane } from '../../src/dataplane/nftables/index.js';
 import { diff } from '../../src/model/diff.js';
 import { indexTable, trace } from '../../src/model/trace.js';
 import { allPorts, frontends } from '../../src/model/types.js';
-import { DEFAULT_PROXY_NAME } from '../../src/model/types.js';
 import type { Protocol } from '../../src/source/objects.js';
 import { memoryLogger } from '../../src/observe/log.js';
+import { allFixtureFiles, flagsOf, readFixture, ROOT } from '../support/conformance-fixtures.js';
 import { FakeNftExec } from '../support/nftables.js';
 import { NftSim, type SimPacket } from '../support/nftables-sim.js';
 
-function repoRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json'))) dir = dirname(dir);
-  return dir;
-}
-
-const ROOT = repoRoot();
-const files = [join(ROOT, 'test', 'conformance'), resolve(ROOT, '..', 'shared', 'conformance')]
-  .filter((d) => existsSync(d))
-  .flatMap((d) => readdirSync(d).filter((n) => n.endsWith('.json')).sort().map((n) => join(d, n)));
-
-interface RawFixture {
-  node: { name: string; ips: string[]; zone?: string };
-  clusterCIDR?: string | string[];
-  nodePortAddresses?: string[];
-  masqueradeAll?: boolean;
-  manifests: string | string[];
-  cases: Array<{ name: string; src: string; dst: string; port: number; proto?: string }>;
-}
-
-const list = (v: string | string[] | undefined): string[] =>
-  (Array.isArray(v) ? v : (v ?? '').split(',')).map((s) => s.trim()).filter((s) => s !== '');
+const files = allFixtureFiles();
 
 for (const file of files) {
   test(`nftables table answers as rudder trace: ${file.slice(ROOT.length - 4)}`, async (t) => {
-    const raw = JSON.parse(readFileSync(file, 'utf8')) as RawFixture;
-    const manifests = (Array.isArray(raw.manifests) ? raw.manifests : [raw.manifests]).map((m) => resolve(dirname(file), m));
-    const { table, config } = loadTable(manifests, {
-      nodeName: raw.node.name, nodeIPs: raw.node.ips, zone: raw.node.zone, clusterCIDRs: list(raw.clusterCIDR),
-      nodePortAddresses: raw.nodePortAddresses ?? [], masqueradeAll: raw.masqueradeAll === true, proxyName: DEFAULT_PROXY_NAME,
-    }, memoryLogger());
+    const f = readFixture(file);
+    const { table, config } = loadTable(f.manifests, flagsOf(f), memoryLogger());
     const fake = new FakeNftExec();
     const dp = new NftablesDataPlane({ config, logger: memoryLogger(), exec: fake.fn, deleteChainsAtOnce: true });
     await dp.apply(diff(new Map(), table), table, { full: true });
     const sim = new NftSim(fake.kernel.table()!, config.nodeIPs.filter((ip) => !ip.includes(':')));
     const index = indexTable(table);
 
-    const packets: Array<SimPacket & { name: string }> = raw.cases.map((c) => ({ name: c.name, src: c.src, dst: c.dst, port: c.port, proto: c.proto ?? 'TCP' }));
+    const packets: Array<SimPacket & { name: string }> = f.cases.map((c) => ({ name: c.name, src: c.src, dst: c.dst, port: c.port, proto: c.proto }));
     const pod = (cidr: string | undefined, n: number): string[] => (cidr === undefined ? [] : [cidr.replace(/\.0\/\d+$/, `.${n}`).replace(/0\.0\/\d+$/, `1.${n}`)]);
     const v4cidr = config.clusterCIDRs.find((c) => !c.includes(':'));
     const sources = [...pod(v4cidr, 77), ...config.nodeIPs.filter((ip) => !ip.includes(':')), '203.0.113.99'];

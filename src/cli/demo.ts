@@ -14,7 +14,7 @@ import { UsageError, flagBool, flagOne, parseArgs, renderHelp, type FlagSpecs } 
 export const DEMO_MANIFESTS = fileURLToPath(new URL('../../../examples/demo.yaml', import.meta.url));
 
 const FLAGS: FlagSpecs = {
-  dataplane: { value: 'NAME', help: 'data plane to demonstrate (default iptables)' },
+  dataplane: { value: 'NAME', help: 'data plane to demonstrate (default ebpf where the kernel supports it, else iptables)' },
   requests: { value: 'N', help: 'requests per frontend (default 6)' },
   help: { boolean: true, alias: 'h', help: 'show this help' },
 };
@@ -44,10 +44,16 @@ async function show(lab: Lab, title: string, from: string, url: string, n: numbe
 export async function demoCommand(argv: string[]): Promise<number> {
   const p = parseArgs(argv, FLAGS);
   if (flagBool(p, 'help')) {
-    process.stdout.write(renderHelp('Usage: rudder demo [--dataplane iptables]   (root: builds network namespaces)', FLAGS));
+    process.stdout.write(renderHelp('Usage: rudder demo [--dataplane ebpf|iptables|nftables]   (root: builds network namespaces)', FLAGS));
     return 0;
   }
-  const dataplane = flagOne(p, 'dataplane') ?? 'iptables';
+  let dataplane = flagOne(p, 'dataplane');
+  if (dataplane === undefined) {
+    const { ebpfUnsupported } = await import('../dataplane/ebpf/support.js');
+    const why = ebpfUnsupported();
+    if (why !== null) say(`== eBPF is not available here (${why}): showing the iptables data plane`);
+    dataplane = why === null ? 'ebpf' : 'iptables';
+  }
   const n = Number(flagOne(p, 'requests') ?? '6');
   if (!Number.isInteger(n) || n < 1 || n > 1000) throw new UsageError('--requests must be 1..1000');
   if (process.getuid?.() !== 0) throw new UsageError('the demo builds network namespaces: run it as root');
@@ -68,16 +74,24 @@ export async function demoCommand(argv: string[]): Promise<number> {
       say(`   agent on ${node.name}: healthy`);
     }
     failures += await show(lab, 'ClusterIP demo/web (pod to service; 3 endpoints on 2 nodes)', 'pod-1b', 'http://10.96.0.10/', n);
-    failures += await show(lab, 'NodePort demo/web (external client to node-1; eTP=Cluster, masqueraded)', 'client', 'http://198.18.0.2:30080/', n);
-    failures += await show(lab, 'LoadBalancer IP demo/shop (eTP=Local: node-local endpoint, client IP kept)', 'client', 'http://198.18.1.10/', n);
-    failures += await show(lab, 'external IP demo/api (endpoint on node-2)', 'client', 'http://198.18.1.20/', Math.min(n, 3));
+    if (dataplane === 'ebpf') {
+      // Socket LB: every connection that starts on a node is sent to its backend at connect().
+      failures += await show(lab, 'NodePort demo/web on 127.0.0.1 (the node\'s own process; localhost NodePorts)', 'node-1', 'http://127.0.0.1:30080/', n);
+      failures += await show(lab, 'LoadBalancer IP demo/shop from a pod (short-circuited to every endpoint)', 'pod-1a', 'http://198.18.1.10/', n);
+      failures += await show(lab, 'external IP demo/api from a pod (endpoint on node-2)', 'pod-1b', 'http://198.18.1.20/', Math.min(n, 3));
+      say('\n   (external clients reach NodePorts, LB IPs and external IPs through the per-packet path, not built for eBPF yet)');
+    } else {
+      failures += await show(lab, 'NodePort demo/web (external client to node-1; eTP=Cluster, masqueraded)', 'client', 'http://198.18.0.2:30080/', n);
+      failures += await show(lab, 'LoadBalancer IP demo/shop (eTP=Local: node-local endpoint, client IP kept)', 'client', 'http://198.18.1.10/', n);
+      failures += await show(lab, 'external IP demo/api (endpoint on node-2)', 'client', 'http://198.18.1.20/', Math.min(n, 3));
+    }
     say('\n== A service without endpoints is rejected at once (no timeout)');
     const t0 = Date.now();
     const r = await lab.curl('pod-1b', 'http://10.96.0.14/', { timeoutMs: 3000 });
     say(`   ${r.ok ? 'unexpectedly answered' : r.kind} after ${Date.now() - t0} ms`);
     if (r.ok || r.kind !== 'refused') failures++;
 
-    say('\n== rudder services on node-1 (read back from the kernel)');
+    say(`\n== rudder services on node-1 (read back from the kernel${dataplane === 'ebpf' ? ': the BPF maps' : ''})`);
     const res = await agents[0]!.get('/services');
     if (res.status !== 200) throw new Error(`agent /services answered ${res.status}`);
     process.stdout.write(renderProgrammed(JSON.parse(res.body) as ProgrammedFrontend[]));

@@ -109,7 +109,8 @@ const KIND_ORDER: Record<string, number> = { clusterIP: 0, externalIP: 1, loadBa
 const KIND_NAME: Readonly<Record<string, string>> = TYPE;
 
 export function renderProgrammed(rows: readonly ProgrammedFrontend[]): string {
-  const sorted = [...rows].sort((a, b) => (a.service < b.service ? -1 : a.service > b.service ? 1 : (KIND_ORDER[a.kind] ?? 9) - (KIND_ORDER[b.kind] ?? 9)));
+  const sorted = [...rows].sort((a, b) => (a.service < b.service ? -1 : a.service > b.service ? 1
+    : (KIND_ORDER[a.kind] ?? 9) - (KIND_ORDER[b.kind] ?? 9) || (a.address < b.address ? -1 : a.address > b.address ? 1 : 0)));
   // Planes that read typed entries back (eBPF) say per frontend whether it matches the table.
   const status = rows.some((r) => r.flags !== undefined || r.drift !== undefined);
   const head = ['SERVICE', 'FRONTEND', 'TYPE', ...(status ? ['STATUS'] : []), 'BACKENDS (programmed)'];

@@ -46,18 +46,6 @@ const BATCH = 120;
 /** A host namespace cookie no namespace has: every socket of the pod plane is a pod's. */
 const NO_NETNS = 0xffff_ffff_ffff_fff0n;
 
-/**
- * Disagreements already reported and not fixed yet: each failing check they match runs as a todo
- * subtest, visible without failing the suite. Once an entry matches no failure, the summary says
- * it can go.
- */
-const KNOWN: ReadonlyArray<{ match: RegExp; why: string }> = [
-  {
-    match: /from the node bound to the LB IP itself/,
-    why: 'bpf/lib/lb.h rd_xlate never reads RD_F_SRC_NODE_OK: a source equal to an LB IP is refused (EPERM) even when the primary node IP is in loadBalancerSourceRanges, where kube-proxy accepts `-s <LB IP>`',
-  },
-];
-
 type Plane = 'pod' | 'node';
 type Proto = 'TCP' | 'UDP';
 
@@ -253,10 +241,9 @@ function judge(c: Check, got: readonly Attempt[]): string | null {
 
 // ---- the suite ------------------------------------------------------------------------------------
 
-interface Tally { file: string; cases: { pass: number; fail: number }; probes: { pass: number; fail: number }; known: number; skipped: { external: number; sctp: number; mixedFamily: number }; ms: number }
+interface Tally { file: string; cases: { pass: number; fail: number }; probes: { pass: number; fail: number }; skipped: { external: number; sctp: number; mixedFamily: number }; ms: number }
 
 const tallies: Tally[] = [];
-const knownSeen = new Set<(typeof KNOWN)[number]>();
 const live = new Set<{ s: EbpfScratch; planes: EbpfDataPlane[] }>();
 
 async function teardown(run: { s: EbpfScratch; planes: EbpfDataPlane[] }): Promise<void> {
@@ -268,9 +255,8 @@ async function teardown(run: { s: EbpfScratch; planes: EbpfDataPlane[] }): Promi
 describe('conformance cases against the eBPF socket load balancer in the kernel', { skip: !isRoot && 'needs root' }, () => {
   after(async () => {
     for (const run of [...live]) await teardown(run);
-    const line = (t: Tally): string => `${t.file.padEnd(44)} cases ${t.cases.pass} pass ${t.cases.fail} fail | probes ${t.probes.pass} pass ${t.probes.fail} fail${t.known > 0 ? ` ${t.known} known` : ''} | skipped ${t.skipped.external} external-client, ${t.skipped.sctp} SCTP, ${t.skipped.mixedFamily} mixed-family | ${t.ms} ms`;
-    const stale = tallies.length === allFixtureFiles().length ? KNOWN.filter((k) => !knownSeen.has(k)).map((k) => `KNOWN entry no longer seen, remove it: ${k.match}`) : [];
-    if (tallies.length > 0) console.log(['ebpf conformance:', ...tallies.map(line), ...stale].join('\n  '));
+    const line = (t: Tally): string => `${t.file.padEnd(44)} cases ${t.cases.pass} pass ${t.cases.fail} fail | probes ${t.probes.pass} pass ${t.probes.fail} fail | skipped ${t.skipped.external} external-client, ${t.skipped.sctp} SCTP, ${t.skipped.mixedFamily} mixed-family | ${t.ms} ms`;
+    if (tallies.length > 0) console.log(['ebpf conformance:', ...tallies.map(line)].join('\n  '));
   });
 
   for (const file of allFixtureFiles()) {
@@ -319,25 +305,18 @@ describe('conformance cases against the eBPF socket load balancer in the kernel'
         const gone = [s.pinPath, s.cgroup, `/run/netns/${s.ns}`].filter((x) => !existsSync(x));
         assert.deepEqual(gone, [], `${label}: the scratch setup was removed under the test (another run of \`rudder lab clean\`?): results are void`);
 
-        const tally: Tally = { file: label, cases: { pass: 0, fail: 0 }, probes: { pass: 0, fail: 0 }, known: 0, skipped, ms: 0 };
+        const tally: Tally = { file: label, cases: { pass: 0, fail: 0 }, probes: { pass: 0, fail: 0 }, skipped, ms: 0 };
         const failures: string[] = [];
-        const known: Array<{ text: string; why: string }> = [];
         for (const c of checks) {
           const why = judge(c, results.get(c) ?? []);
           const n = c.origin === 'case' ? tally.cases : tally.probes;
           const text = `[${c.origin}] ${c.name} (${c.plane} socket, ${c.proto} ${c.src} -> ${idOf(c.dst, c.port)}, trace rule ${c.want.rule}): ${why}`;
-          const k = why === null ? undefined : KNOWN.find((x) => x.match.test(c.name));
           if (why === null) n.pass++;
-          else if (k !== undefined) {
-            knownSeen.add(k);
-            known.push({ text, why: k.why });
-          } else {
+          else {
             n.fail++;
             failures.push(text);
           }
         }
-        tally.known = known.length;
-        for (const k of known) await t.test(`known disagreement: ${k.text}`, { todo: k.why }, () => assert.fail(k.text));
         tally.ms = Date.now() - t0;
         tallies.push(tally);
         t.diagnostic(`${tally.cases.pass + tally.cases.fail} cases checked (${own.filter((c) => c.plane === 'pod').length} from a pod, ${own.filter((c) => c.plane === 'node').length} from the node), ${tally.probes.pass + tally.probes.fail} probes; skipped ${skipped.external} external-client (part 2: per-packet path), ${skipped.sctp} SCTP, ${skipped.mixedFamily} mixed-family`);

@@ -7,8 +7,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { execOk, exec, type ExecResult } from '../../src/util/exec.js';
 import { findCgroup2Mount, inCgroupArgv, RunCgroups, BPF_FS } from '../../src/lab/cgroup.js';
-import { newRunId, nsName } from '../../src/lab/netns.js';
-import { rmSync } from 'node:fs';
+import { NETNS_RUN_DIR, newRunId, nsName } from '../../src/lab/netns.js';
+import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
 export interface EbpfScratch {
@@ -26,15 +26,33 @@ export interface EbpfScratch {
 export async function createEbpfScratch(addrs: readonly string[]): Promise<EbpfScratch> {
   const mount = findCgroup2Mount();
   if (mount === null) throw new Error('no cgroup2 mount');
-  const run = newRunId();
-  const cgs = new RunCgroups(mount, run);
-  cgs.create(['node']);
+  // A run id nobody uses: RunCgroups.create refuses an existing parent, so retry on a clash.
+  let run = '';
+  let cgs: RunCgroups | undefined;
+  for (let i = 0; cgs === undefined; i++) {
+    run = newRunId();
+    const c = new RunCgroups(mount, run);
+    if (c.exists() || existsSync(join(NETNS_RUN_DIR, nsName(run, 'ebpf')))) continue;
+    try {
+      c.create(['node']);
+      cgs = c;
+    } catch (e) {
+      if (i >= 20) throw e;
+    }
+  }
   const ns = nsName(run, 'ebpf');
   const pinPath = join(BPF_FS, `rd-${run}-node`);
   const procs: ChildProcess[] = [];
-  await execOk(['ip', 'netns', 'add', ns]);
-  await execOk(['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
-  for (const a of addrs) await execOk(['ip', '-n', ns, 'addr', 'add', a.includes(':') ? `${a}/128` : `${a}/32`, 'dev', 'lo', ...(a.includes(':') ? ['nodad'] : [])]);
+  try {
+    await execOk(['ip', 'netns', 'add', ns]);
+    await execOk(['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
+    for (const a of addrs) await execOk(['ip', '-n', ns, 'addr', 'add', a.includes(':') ? `${a}/128` : `${a}/32`, 'dev', 'lo', ...(a.includes(':') ? ['nodad'] : [])]);
+  } catch (e) {
+    await exec(['ip', 'netns', 'del', ns]);
+    await cgs.remove();
+    throw e;
+  }
+  const runCgroups = cgs;
   const cgroup = cgs.node('node');
   const argv = (script: string): string[] => inCgroupArgv(cgroup, ['ip', 'netns', 'exec', ns, process.execPath, '-e', script]);
   return {
@@ -53,7 +71,7 @@ export async function createEbpfScratch(addrs: readonly string[]): Promise<EbpfS
     remove: async () => {
       for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
       await exec(['ip', 'netns', 'del', ns]);
-      await cgs.remove();
+      await runCgroups.remove();
       rmSync(pinPath, { recursive: true, force: true });
     },
   };

@@ -68,6 +68,18 @@ function sameEntry(a: Entry, b: Entry): boolean {
   return a.id === b.id && a.flags === b.flags && a.affinityTimeout === b.affinityTimeout && sameList(a.backends, b.backends) && sameList(a.ranges, b.ranges);
 }
 
+/**
+ * The sources an LB frontend admits, sorted: its loadBalancerSourceRanges and, where the node's
+ * primary address is inside them, the service's LB IPs themselves (a node reaching its own VIP
+ * arrives with the VIP as source; kube-proxy lets it through with `-s <lb ip>` then).
+ */
+function sourceRanges(rec: FrontendRecord): string[] {
+  if (rec.sourceRanges.length === 0) return [];
+  const out = [...rec.sourceRanges];
+  if (rec.primaryNodeIPInRanges) for (const ip of rec.service.loadBalancerIPs) out.push(ip.includes(':') ? `${ip}/128` : `${ip}/32`);
+  return [...new Set(out)].sort();
+}
+
 /** Whether a socket sees the same thing on both paths (masquerade means nothing at connect()). */
 function sameSocketPath(a: FrontendPath, b: FrontendPath): boolean {
   return a.verdict === b.verdict && sameList(a.endpoints, b.endpoints);
@@ -201,7 +213,7 @@ export class SocketLBState {
     if (this.algorithm(sp) === 'maglev' && backends.length > 0 && scope === SCOPE_INT) flags |= SVC_F.MAGLEV;
     return {
       scope, id, addr: rec.ip, port: rec.port, proto, flags, affinityTimeout: scope === SCOPE_INT ? rec.affinityTimeoutSeconds : 0, backends,
-      ranges: scope === SCOPE_INT ? [...rec.sourceRanges].sort() : [],
+      ranges: scope === SCOPE_INT ? sourceRanges(rec) : [],
     };
   }
 

@@ -33,9 +33,9 @@ import type { Logger } from '../../observe/log.js';
 import { DataPlaneError, type ApplyOptions, type ApplyResult, type DataPlane, type DataPlaneCounters, type ProgrammedFrontend } from '../dataplane.js';
 import { readFileSync } from 'node:fs';
 import { BeStatsCodec, IPPROTO, SCOPE_HOST, SVC_F, SvcStatsCodec, protoName } from './codecs.js';
-import { libbpfAvailable, netnsCookie } from './libbpf.js';
+import { bpfMap, libbpfAvailable, netnsCookie } from './libbpf.js';
 import { checkMaglevTableSize } from './maglev.js';
-import { SyncWrites, writeConfig } from './maps.js';
+import { SyncWrites, writeConfig, type MapFds, type MapIO } from './maps.js';
 import { cgroup2Root, DEFAULT_MAP_SIZES, DEFAULT_PIN_PATH, loadSocketLB, removePins, type MapSizes, type SocketLB } from './programs.js';
 import { readKernel, readPerCpu, type KernelFrontend } from './readback.js';
 import { backendKey, LOOPBACK, SocketLBState, splitBackendKey, type Entry, type LbAlgorithm } from './state.js';
@@ -62,6 +62,8 @@ export interface EbpfDataPlaneOptions {
   sizes?: Partial<MapSizes>;
   /** Re-read the maps on an otherwise partial sync at most this often (ms); default 30 s. */
   reconcileIntervalMs?: number;
+  /** Map fds and operations to use instead of loading the programs (unit tests, with a fake). */
+  maps?: { fds: MapFds; io: MapIO };
   now?: () => number;
 }
 
@@ -74,7 +76,8 @@ export class EbpfDataPlane implements DataPlane {
   private readonly reconcileIntervalMs: number;
   private readonly now: () => number;
   private readonly state: SocketLBState;
-  private lb: SocketLB | undefined;
+  private readonly io: MapIO;
+  private lb: Pick<SocketLB, 'fds' | 'adopted' | 'close'> | undefined;
   private stale: StaleUdp | undefined;
   /** The cgroup the hooks are attached to (known after init). */
   cgroupPath = '';
@@ -92,6 +95,7 @@ export class EbpfDataPlane implements DataPlane {
     checkMaglevTableSize(this.sizes.maglevTableSize);
     this.reconcileIntervalMs = opts.reconcileIntervalMs ?? 30_000;
     this.now = opts.now ?? Date.now;
+    this.io = opts.maps?.io ?? bpfMap;
     const dflt = opts.lbAlgorithm ?? 'random';
     this.state = new SocketLBState(this.sizes.backends, this.sizes.maglevTableSize, (sp) => (sp.lbAlgorithm === '' || sp.lbAlgorithm === undefined ? dflt : sp.lbAlgorithm));
   }
@@ -102,6 +106,10 @@ export class EbpfDataPlane implements DataPlane {
    */
   async init(): Promise<void> {
     if (this.lb !== undefined) return;
+    if (this.opts.maps !== undefined) {
+      this.lb = { fds: this.opts.maps.fds, adopted: 0, close: () => {} };
+      return;
+    }
     const why = libbpfAvailable();
     if (why !== null) throw new DataPlaneError('EUNSUPPORTED', why);
     if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) throw new DataPlaneError('EUNSUPPORTED', 'the eBPF data plane needs a little-endian host');
@@ -142,14 +150,14 @@ export class EbpfDataPlane implements DataPlane {
       const dirty = new Set<string>();
       if (reconcile) {
         // What no frontend accounts for goes first: the writes below may reuse those keys.
-        const cleanup = new SyncWrites(lb.fds);
-        st.adopt(readKernel(lb.fds), cleanup);
+        const cleanup = new SyncWrites(lb.fds, this.io);
+        st.adopt(readKernel(lb.fds, this.io), cleanup);
         written += cleanup.flush();
         st.resetClaims();
         this.nodePortAddrs = addrs;
         for (const sp of allPorts(table)) st.claim(sp, cfg, addrs, dirty);
         for (const k of st.kernelKeys()) dirty.add(k);
-        writeConfig(lb.fds.rd_config_map, primaryNodeIP(cfg, 4), primaryNodeIP(cfg, 6));
+        writeConfig(lb.fds.rd_config_map, primaryNodeIP(cfg, 4), primaryNodeIP(cfg, 6), this.io);
       } else {
         if (addrs.join(',') !== this.nodePortAddrs.join(',')) {
           st.moveNodePorts(cfg, this.nodePortAddrs, addrs, dirty);
@@ -161,7 +169,7 @@ export class EbpfDataPlane implements DataPlane {
           if (next !== undefined) st.claim(next, cfg, this.nodePortAddrs, dirty);
         }
       }
-      const w = new SyncWrites(lb.fds);
+      const w = new SyncWrites(lb.fds, this.io);
       const gone: string[] = [];
       for (const key of dirty) st.reconcile(key, w, gone);
       st.reconcileClusterIPs(reconcile, w);
@@ -196,7 +204,7 @@ export class EbpfDataPlane implements DataPlane {
    */
   async programmed(): Promise<ProgrammedFrontend[]> {
     if (this.lb === undefined) await this.init();
-    const k = readKernel(this.lb!.fds);
+    const k = readKernel(this.lb!.fds, this.io);
     const out: ProgrammedFrontend[] = [];
     const fmt = (addr: string, port: number): string => (addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`);
     const seen = new Set<string>();

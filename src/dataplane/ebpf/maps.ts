@@ -14,13 +14,19 @@ import {
 export const MAP_NAMES = ['rd_services', 'rd_backends', 'rd_rev_nat', 'rd_rev_sk', 'rd_affinity', 'rd_aff_match', 'rd_src_ranges', 'rd_maglev', 'rd_config_map', 'rd_svc_stats', 'rd_be_stats'] as const;
 export type MapName = (typeof MAP_NAMES)[number];
 
+/**
+ * The map operations this module needs: libbpf's in the agent, a fake in unit tests
+ * (test/support/bpf-maps.ts), so the state logic is tested without a kernel beside the real thing.
+ */
+export type MapIO = Pick<typeof bpfMap, 'update' | 'lookup' | 'delete' | 'nextKey' | 'updateBatch' | 'deleteBatch' | 'lookupBatch'>;
+
 /** Pending element writes of one map: keys and values packed back to back. */
 export class Batch {
   private keys: Buffer;
   private values: Buffer;
   count = 0;
 
-  constructor(readonly map: string, private readonly fd: number, readonly keySize: number, readonly valueSize: number, initial = 64) {
+  constructor(readonly map: string, private readonly fd: number, readonly keySize: number, readonly valueSize: number, initial = 64, private readonly io: MapIO = bpfMap) {
     this.keys = Buffer.alloc(keySize * initial);
     this.values = Buffer.alloc(valueSize * initial);
   }
@@ -54,9 +60,9 @@ export class Batch {
     const n = this.count;
     if (n === 0) return 0;
     this.count = 0;
-    if (bpfMap.updateBatch(this.fd, this.keys, this.values, n, this.map)) return n;
+    if (this.io.updateBatch(this.fd, this.keys, this.values, n, this.map)) return n;
     for (let i = 0; i < n; i++) {
-      bpfMap.update(this.fd, this.keys.subarray(i * this.keySize, (i + 1) * this.keySize), this.values.subarray(i * this.valueSize, (i + 1) * this.valueSize), this.map);
+      this.io.update(this.fd, this.keys.subarray(i * this.keySize, (i + 1) * this.keySize), this.values.subarray(i * this.valueSize, (i + 1) * this.valueSize), this.map);
     }
     return n;
   }
@@ -73,7 +79,7 @@ export class Deletions {
   private keys: Buffer;
   count = 0;
 
-  constructor(readonly map: string, private readonly fd: number, readonly keySize: number) {
+  constructor(readonly map: string, private readonly fd: number, readonly keySize: number, private readonly io: MapIO = bpfMap) {
     this.keys = Buffer.alloc(keySize * 16);
   }
 
@@ -94,7 +100,7 @@ export class Deletions {
   flush(): number {
     const n = this.count;
     this.count = 0;
-    if (n > 0) bpfMap.deleteBatch(this.fd, this.keys, this.keySize, n, this.map);
+    if (n > 0) this.io.deleteBatch(this.fd, this.keys, this.keySize, n, this.map);
     return n;
   }
 }
@@ -105,11 +111,11 @@ const DUMP_CHUNK = 4096;
  * Every key/value of a map, decoded: batched (thousands of elements per syscall) where the map
  * type allows, else one key at a time. Throws DataPlaneError EREAD.
  */
-export function dump<K, V>(fd: number, map: string, keySize: number, valueSize: number, decodeKey: (b: Buffer) => K, decodeValue: (b: Buffer) => V): Array<[K, V]> {
+export function dump<K, V>(fd: number, map: string, keySize: number, valueSize: number, decodeKey: (b: Buffer) => K, decodeValue: (b: Buffer) => V, io: MapIO = bpfMap): Array<[K, V]> {
   const out: Array<[K, V]> = [];
   const keys = Buffer.alloc(keySize * DUMP_CHUNK);
   const values = Buffer.alloc(valueSize * DUMP_CHUNK);
-  const batched = bpfMap.lookupBatch(fd, keys, values, DUMP_CHUNK, Math.max(keySize, 8), (n) => {
+  const batched = io.lookupBatch(fd, keys, values, DUMP_CHUNK, Math.max(keySize, 8), (n) => {
     for (let i = 0; i < n; i++) out.push([decodeKey(keys.subarray(i * keySize, (i + 1) * keySize)), decodeValue(values.subarray(i * valueSize, (i + 1) * valueSize))]);
   }, map);
   if (batched) return out;
@@ -117,9 +123,9 @@ export function dump<K, V>(fd: number, map: string, keySize: number, valueSize: 
   const value = Buffer.alloc(valueSize);
   for (;;) {
     const next = Buffer.alloc(keySize);
-    if (!bpfMap.nextKey(fd, cur, next, map)) break;
+    if (!io.nextKey(fd, cur, next, map)) break;
     // An element deleted between next_key and lookup is simply skipped.
-    if (bpfMap.lookup(fd, next, value, map)) out.push([decodeKey(next), decodeValue(value)]);
+    if (io.lookup(fd, next, value, map)) out.push([decodeKey(next), decodeValue(value)]);
     cur = next;
   }
   return out;
@@ -146,20 +152,20 @@ export class SyncWrites {
   /** Maglev tables are big values: written one by one, after the backends they name. */
   readonly maglev: Array<{ id: number; table: Uint32Array }> = [];
 
-  constructor(private readonly fds: MapFds) {
-    this.backends = new Batch('rd_backends', fds.rd_backends, 4, BackendCodec.size);
-    this.revNat = new Batch('rd_rev_nat', fds.rd_rev_nat, 4, RevNatCodec.size);
-    this.affMatch = new Batch('rd_aff_match', fds.rd_aff_match, AffMatchCodec.size, 1);
-    this.srcRanges = new Batch('rd_src_ranges', fds.rd_src_ranges, SrcRangeKeyCodec.size, 1);
-    this.slots = new Batch('rd_services', fds.rd_services, SvcKeyCodec.size, SvcValCodec.size, 256);
-    this.masters = new Batch('rd_services', fds.rd_services, SvcKeyCodec.size, SvcValCodec.size, 64);
-    this.delSlots = new Deletions('rd_services', fds.rd_services, SvcKeyCodec.size);
-    this.delMasters = new Deletions('rd_services', fds.rd_services, SvcKeyCodec.size);
-    this.delAffMatch = new Deletions('rd_aff_match', fds.rd_aff_match, AffMatchCodec.size);
-    this.delSrcRanges = new Deletions('rd_src_ranges', fds.rd_src_ranges, SrcRangeKeyCodec.size);
-    this.delRevNat = new Deletions('rd_rev_nat', fds.rd_rev_nat, 4);
-    this.delMaglev = new Deletions('rd_maglev', fds.rd_maglev, 4);
-    this.delBackends = new Deletions('rd_backends', fds.rd_backends, 4);
+  constructor(private readonly fds: MapFds, private readonly io: MapIO = bpfMap) {
+    this.backends = new Batch('rd_backends', fds.rd_backends, 4, BackendCodec.size, 64, io);
+    this.revNat = new Batch('rd_rev_nat', fds.rd_rev_nat, 4, RevNatCodec.size, 64, io);
+    this.affMatch = new Batch('rd_aff_match', fds.rd_aff_match, AffMatchCodec.size, 1, 64, io);
+    this.srcRanges = new Batch('rd_src_ranges', fds.rd_src_ranges, SrcRangeKeyCodec.size, 1, 64, io);
+    this.slots = new Batch('rd_services', fds.rd_services, SvcKeyCodec.size, SvcValCodec.size, 256, io);
+    this.masters = new Batch('rd_services', fds.rd_services, SvcKeyCodec.size, SvcValCodec.size, 64, io);
+    this.delSlots = new Deletions('rd_services', fds.rd_services, SvcKeyCodec.size, io);
+    this.delMasters = new Deletions('rd_services', fds.rd_services, SvcKeyCodec.size, io);
+    this.delAffMatch = new Deletions('rd_aff_match', fds.rd_aff_match, AffMatchCodec.size, io);
+    this.delSrcRanges = new Deletions('rd_src_ranges', fds.rd_src_ranges, SrcRangeKeyCodec.size, io);
+    this.delRevNat = new Deletions('rd_rev_nat', fds.rd_rev_nat, 4, io);
+    this.delMaglev = new Deletions('rd_maglev', fds.rd_maglev, 4, io);
+    this.delBackends = new Deletions('rd_backends', fds.rd_backends, 4, io);
   }
 
   backend(id: number, b: Backend): void {
@@ -198,7 +204,7 @@ export class SyncWrites {
     for (const m of this.maglev) {
       const key = Buffer.alloc(4);
       key.writeUInt32LE(m.id);
-      bpfMap.update(this.fds.rd_maglev, key, Buffer.from(m.table.buffer, m.table.byteOffset, m.table.byteLength), 'rd_maglev');
+      this.io.update(this.fds.rd_maglev, key, Buffer.from(m.table.buffer, m.table.byteOffset, m.table.byteLength), 'rd_maglev');
       n++;
     }
     this.maglev.length = 0;
@@ -210,9 +216,9 @@ export class SyncWrites {
   }
 }
 
-export function writeConfig(fd: number, nodeIP4: string, nodeIP6: string): void {
+export function writeConfig(fd: number, nodeIP4: string, nodeIP6: string, io: MapIO = bpfMap): void {
   const key = Buffer.alloc(4);
   const val = Buffer.alloc(ConfigCodec.size);
   ConfigCodec.encode({ nodeIP4, nodeIP6 }, val);
-  bpfMap.update(fd, key, val, 'rd_config_map');
+  io.update(fd, key, val, 'rd_config_map');
 }

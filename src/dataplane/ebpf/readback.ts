@@ -3,7 +3,7 @@
 
 import { bpfMap } from './libbpf.js';
 import { BackendCodec, SCOPE_EXT, SrcRangeKeyCodec, SvcKeyCodec, SvcValCodec, type Backend, type SvcKey } from './codecs.js';
-import { dump, type MapFds } from './maps.js';
+import { dump, type MapFds, type MapIO } from './maps.js';
 
 export interface KernelFrontend {
   scope: number;
@@ -31,11 +31,11 @@ export interface KernelState {
 const feKey = (k: SvcKey): string => `${k.addr}|${k.port}|${k.proto}|${k.scope}`;
 
 /** Dumps rd_services, rd_backends and rd_src_ranges. Throws DataPlaneError EREAD. */
-export function readKernel(fds: MapFds): KernelState {
-  const entries = dump(fds.rd_services, 'rd_services', SvcKeyCodec.size, SvcValCodec.size, (b) => SvcKeyCodec.decode(b), (b) => SvcValCodec.decode(b));
-  const backends = new Map(dump(fds.rd_backends, 'rd_backends', 4, BackendCodec.size, (b) => b.readUInt32LE(0), (b) => BackendCodec.decode(b)));
+export function readKernel(fds: MapFds, io: MapIO = bpfMap): KernelState {
+  const entries = dump(fds.rd_services, 'rd_services', SvcKeyCodec.size, SvcValCodec.size, (b) => SvcKeyCodec.decode(b), (b) => SvcValCodec.decode(b), io);
+  const backends = new Map(dump(fds.rd_backends, 'rd_backends', 4, BackendCodec.size, (b) => b.readUInt32LE(0), (b) => BackendCodec.decode(b), io));
   const ranges = new Map<number, string[]>();
-  for (const [k] of dump(fds.rd_src_ranges, 'rd_src_ranges', SrcRangeKeyCodec.size, 1, (b) => SrcRangeKeyCodec.decode(b), () => 0)) {
+  for (const [k] of dump(fds.rd_src_ranges, 'rd_src_ranges', SrcRangeKeyCodec.size, 1, (b) => SrcRangeKeyCodec.decode(b), () => 0, io)) {
     const l = ranges.get(k.revNatId);
     if (l === undefined) ranges.set(k.revNatId, [k.cidr]);
     else l.push(k.cidr);

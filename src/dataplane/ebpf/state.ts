@@ -250,7 +250,10 @@ export class SocketLBState {
   private write(key: string, have: Entry | undefined, want: Entry, w: SyncWrites, gone: string[]): void {
     const master: SvcKey = { addr: want.addr, port: want.port, slot: 0, proto: want.proto, scope: want.scope };
     for (const b of want.backends) this.refBackend(b, w);
+    // Only the slots whose backend changed (slots are never renumbered, so the rest hold).
+    const sameId = have !== undefined && have.id === want.id;
     for (let i = 0; i < want.backends.length; i++) {
+      if (sameId && have.backends[i] === want.backends[i]) continue;
       w.slot(want.addr, want.port, want.proto, want.scope, i + 1, this.backendIds.get(want.backends[i]!)!, want.id);
     }
     w.master(master, { backendId: 0, count: want.backends.length, flags: want.flags, revNatId: want.id, affinityTimeout: want.affinityTimeout });

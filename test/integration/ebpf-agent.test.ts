@@ -80,6 +80,8 @@ describe('ebpf agent in the lab', { skip: root ? false : 'needs root' }, () => {
     assert.equal(existsSync(pins), false, 'the iptables agent removed the eBPF leftovers');
     await agent.stop();
     agent = await start('ebpf');
+    const chains = (await lab.execOk('node-1', ['iptables-save', '-t', 'nat'])).stdout.split('\n').filter((l) => /KUBE-/.test(l));
+    assert.deepEqual(chains, [], 'the ebpf agent removed the iptables plane\'s chains');
     await agent.stop();
     agent = undefined;
     const r = await lab.curl('pod-1a', 'http://10.96.0.10/', { timeoutMs: 2000 });

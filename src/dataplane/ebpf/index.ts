@@ -146,13 +146,14 @@ export class EbpfDataPlane implements DataPlane {
     const reconcile = opts.full || cfgKey !== this.configKey || this.now() - this.lastReconcile >= this.reconcileIntervalMs;
     const st = this.state;
     try {
+      const w = this.writes(lb.fds);
+      w.reset();
       let written = 0;
       const dirty = new Set<string>();
       if (reconcile) {
         // What no frontend accounts for goes first: the writes below may reuse those keys.
-        const cleanup = new SyncWrites(lb.fds, this.io);
-        st.adopt(readKernel(lb.fds, this.io), cleanup);
-        written += cleanup.flush();
+        st.adopt(readKernel(lb.fds, this.io), w);
+        written += w.flush();
         st.resetClaims();
         this.nodePortAddrs = addrs;
         for (const sp of allPorts(table)) st.claim(sp, cfg, addrs, dirty);
@@ -169,7 +170,6 @@ export class EbpfDataPlane implements DataPlane {
           if (next !== undefined) st.claim(next, cfg, this.nodePortAddrs, dirty);
         }
       }
-      const w = new SyncWrites(lb.fds, this.io);
       const gone: string[] = [];
       for (const key of dirty) st.reconcile(key, w, gone);
       st.reconcileClusterIPs(reconcile, w);
@@ -185,6 +185,13 @@ export class EbpfDataPlane implements DataPlane {
       this.lastReconcile = -Infinity;
       throw e instanceof DataPlaneError ? e : new DataPlaneError('EAPPLY', (e as Error).message);
     }
+  }
+
+  private syncWrites: SyncWrites | undefined;
+
+  private writes(fds: MapFds): SyncWrites {
+    this.syncWrites ??= new SyncWrites(fds, this.io);
+    return this.syncWrites;
   }
 
   private destroyStale(gone: readonly string[]): void {
@@ -251,6 +258,7 @@ export class EbpfDataPlane implements DataPlane {
   async cleanup(): Promise<void> {
     this.lb?.close();
     this.lb = undefined;
+    this.syncWrites = undefined;
     removePins(this.pinPath);
   }
 }

@@ -134,7 +134,7 @@ export function dump<K, V>(fd: number, map: string, keySize: number, valueSize: 
 /** Map fds of a loaded object, by name. */
 export type MapFds = Record<MapName, number>;
 
-/** The batches of one sync, in the order they must reach the kernel. */
+/** The batches of a sync, in the order they must reach the kernel; kept across syncs, so their buffers are allocated once. */
 export class SyncWrites {
   readonly backends: Batch;
   readonly revNat: Batch;
@@ -196,6 +196,13 @@ export class SyncWrites {
   /** Deletes slots from..to (inclusive) of a frontend. */
   deleteSlots(addr: string, port: number, proto: number, scope: number, from: number, to: number): void {
     for (let slot = from; slot <= to; slot++) SvcKeyCodec.encodeFields(addr, port, slot, proto, scope, this.delSlots.keyBuf, this.delSlots.reserve() * SvcKeyCodec.size);
+  }
+
+  /** Forgets whatever is queued (after a failed flush): the buffers stay, for the next sync. */
+  reset(): void {
+    for (const b of [this.backends, this.revNat, this.affMatch, this.srcRanges, this.slots, this.masters]) b.count = 0;
+    for (const d of [this.delSlots, this.delMasters, this.delAffMatch, this.delSrcRanges, this.delRevNat, this.delMaglev, this.delBackends]) d.count = 0;
+    this.maglev.length = 0;
   }
 
   /** Writes everything in the safe order; returns the number of elements written or deleted. */

@@ -31,6 +31,8 @@ export interface Entry {
   affinityTimeout: number;
   /** Backend keys ("ip|port|proto") in slot order. */
   backends: string[];
+  /** The same backends decoded (on wanted entries; what was read back has only the keys). */
+  targets?: readonly Target[];
   /** Source ranges, sorted (written once per frontend id, from the SCOPE_INT entry). */
   ranges: readonly string[];
 }
@@ -49,12 +51,21 @@ export function splitBackendKey(key: string): { ip: string; port: number; proto:
 const entryKey = (fe: string, scope: number): string => `${fe}#${scope}`;
 const SCOPES = [SCOPE_INT, SCOPE_HOST] as const;
 
-const endpointIndex = new WeakMap<ServicePort, Map<string, { ip: string; port: number }>>();
+/** A backend as the maps hold it, with its key: built once per service port and endpoint. */
+interface Target {
+  key: string;
+  ip: string;
+  port: number;
+  proto: number;
+}
 
-function endpointsById(sp: ServicePort): Map<string, { ip: string; port: number }> {
+const endpointIndex = new WeakMap<ServicePort, Map<string, Target>>();
+
+function targetsById(sp: ServicePort): Map<string, Target> {
   let m = endpointIndex.get(sp);
   if (m === undefined) {
-    m = new Map(sp.endpoints.map((e) => [e.id, { ip: e.ip, port: e.port }]));
+    const proto = IPPROTO[sp.protocol];
+    m = new Map(sp.endpoints.map((e) => [e.id, { key: backendKey(e.ip, e.port, proto), ip: e.ip, port: e.port, proto }]));
     endpointIndex.set(sp, m);
   }
   return m;
@@ -195,14 +206,13 @@ export class SocketLBState {
     const proto = IPPROTO[rec.protocol];
     let flags = 0;
     let backends: string[] = [];
+    let targets: Target[] = [];
     if (path.verdict === 'reject') flags |= SVC_F.REJECT;
     else if (path.verdict === 'drop') flags |= SVC_F.DROP;
     else {
-      const eps = endpointsById(sp);
-      backends = path.endpoints.map((eid) => {
-        const e = eps.get(eid)!;
-        return backendKey(e.ip, e.port, proto);
-      });
+      const eps = targetsById(sp);
+      targets = path.endpoints.map((eid) => eps.get(eid)!);
+      backends = targets.map((t) => t.key);
     }
     // Affinity is validated against the SCOPE_INT backends (rd_aff_match is per frontend id).
     if (rec.affinityTimeoutSeconds > 0 && scope === SCOPE_INT) flags |= SVC_F.AFFINITY;
@@ -212,7 +222,7 @@ export class SocketLBState {
     if (rec.ip === LOOPBACK[4] || rec.ip === LOOPBACK[6]) flags |= SVC_F.LOOPBACK;
     if (this.algorithm(sp) === 'maglev' && backends.length > 0 && scope === SCOPE_INT) flags |= SVC_F.MAGLEV;
     return {
-      scope, id, addr: rec.ip, port: rec.port, proto, flags, affinityTimeout: scope === SCOPE_INT ? rec.affinityTimeoutSeconds : 0, backends,
+      scope, id, addr: rec.ip, port: rec.port, proto, flags, affinityTimeout: scope === SCOPE_INT ? rec.affinityTimeoutSeconds : 0, backends, targets,
       ranges: scope === SCOPE_INT ? sourceRanges(rec) : [],
     };
   }
@@ -249,7 +259,7 @@ export class SocketLBState {
 
   private write(key: string, have: Entry | undefined, want: Entry, w: SyncWrites, gone: string[]): void {
     const master: SvcKey = { addr: want.addr, port: want.port, slot: 0, proto: want.proto, scope: want.scope };
-    for (const b of want.backends) this.refBackend(b, w);
+    for (const t of want.targets ?? []) this.refBackend(t, w);
     // Only the slots whose backend changed (slots are never renumbered, so the rest hold).
     const sameId = have !== undefined && have.id === want.id;
     for (let i = 0; i < want.backends.length; i++) {
@@ -288,14 +298,10 @@ export class SocketLBState {
     this.kernel.delete(entryKey(key, have.scope));
   }
 
-  private refBackend(b: string, w: SyncWrites): void {
-    const n = this.backendRefs.get(b) ?? 0;
-    if (n === 0 && this.backendIds.get(b) === undefined) {
-      const id = this.backendIds.acquire(b);
-      const { ip, port, proto } = splitBackendKey(b);
-      w.backend(id, { addr: ip, port, proto, flags: 0 });
-    }
-    this.backendRefs.set(b, n + 1);
+  private refBackend(t: Target, w: SyncWrites): void {
+    const n = this.backendRefs.get(t.key) ?? 0;
+    if (n === 0 && this.backendIds.get(t.key) === undefined) w.backend(this.backendIds.acquire(t.key), { addr: t.ip, port: t.port, proto: t.proto, flags: 0 });
+    this.backendRefs.set(t.key, n + 1);
   }
 
   private unrefBackends(old: readonly string[], w: SyncWrites, gone: string[]): void {

@@ -71,7 +71,9 @@ static __always_inline int rd_src_allowed(const union rd_addr *src, __u32 rev_na
 	return bpf_map_lookup_elem(&rd_src_ranges, &k) ? 1 : 0;
 }
 
-static __always_inline __u32 rd_pick_backend(const struct rd_svc_key *master_key, const struct rd_svc_val *master)
+/* `seed` picks the slot: random per TCP connection; per socket for UDP, so an unconnected socket
+ * keeps talking to one backend, as its conntrack entry keeps it under kube-proxy. */
+static __always_inline __u32 rd_pick_backend(const struct rd_svc_key *master_key, const struct rd_svc_val *master, __u32 seed)
 {
 	struct rd_svc_key key = *master_key;
 	const struct rd_svc_val *slot;
@@ -83,7 +85,7 @@ static __always_inline __u32 rd_pick_backend(const struct rd_svc_key *master_key
 		__u32 m = rd_knobs.maglev_m;
 
 		if (table && m > 0) {
-			__u32 idx = bpf_get_prandom_u32() % m;
+			__u32 idx = seed % m;
 
 			/* The verifier does not bound a remainder: compare with the table size (a constant
 			 * to it) in a way the compiler cannot drop as redundant. */
@@ -96,7 +98,7 @@ static __always_inline __u32 rd_pick_backend(const struct rd_svc_key *master_key
 			}
 		}
 	}
-	key.slot = (bpf_get_prandom_u32() % count) + 1;
+	key.slot = (seed % count) + 1;
 	slot = bpf_map_lookup_elem(&rd_services, &key);
 	return slot ? slot->backend_id : 0;
 }
@@ -112,6 +114,7 @@ static __always_inline int rd_xlate(void *ctx, union rd_addr *dst, __be16 *port,
 	__u64 netns = bpf_get_netns_cookie(ctx);
 	bool host_ns = netns == rd_knobs.host_netns_cookie;
 	__u32 backend_id = 0, rev_nat_id;
+	__u32 seed = proto == IPPROTO_UDP ? (__u32)bpf_get_socket_cookie(ctx) * 2654435761U : bpf_get_prandom_u32();
 	__u16 flags;
 
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
@@ -169,14 +172,14 @@ static __always_inline int rd_xlate(void *ctx, union rd_addr *dst, __be16 *port,
 				backend_id = av->backend_id;
 		}
 		if (!backend_id)
-			backend_id = rd_pick_backend(&key, master);
+			backend_id = rd_pick_backend(&key, master, seed);
 		if (backend_id) {
 			struct rd_aff_val nv = { .last_used_ns = now, .backend_id = backend_id };
 
 			bpf_map_update_elem(&rd_affinity, &ak, &nv, BPF_ANY);
 		}
 	} else {
-		backend_id = rd_pick_backend(&key, master);
+		backend_id = rd_pick_backend(&key, master, seed);
 	}
 	be = backend_id ? bpf_map_lookup_elem(&rd_backends, &backend_id) : NULL;
 	if (!be) {

@@ -120,6 +120,20 @@ describe('ebpf data plane (real kernel, scratch cgroup)', { skip: !isRoot && 'ne
     assert.deepEqual(new Set(both.map((r) => r.data)), new Set(['pod-a', 'pod-b']));
   });
 
+  test('an unconnected UDP socket keeps one backend for all its datagrams; different sockets spread', async () => {
+    await program(tableFrom([...web([A]), ...empty(), ...dns([A, B]), ...web6()]));
+    const r = await s.node(`
+      const dgram = require('dgram'); const per = [];
+      const oneSocket = () => new Promise((res) => { const sk = dgram.createSocket('udp4'); const got = new Set(); let n = 0;
+        sk.on('message', (m) => { got.add(String(m).split(':')[0]); if (++n === 5) { sk.close(); res([...got]); } });
+        for (let i = 0; i < 5; i++) sk.send('x', 53, '10.96.0.53');
+        setTimeout(() => { try { sk.close(); } catch {} res([...got, 'TIMEOUT']); }, 2000); });
+      (async () => { for (let i = 0; i < 20; i++) per.push(await oneSocket()); console.log(JSON.stringify(per)); })();`, 30_000);
+    const per = JSON.parse(r.stdout.trim()) as string[][];
+    for (const got of per) assert.equal(got.length, 1, `one socket, one backend: ${JSON.stringify(per)}`);
+    assert.deepEqual(new Set(per.flat()), new Set(['pod-a', 'pod-b']), 'sockets spread over both backends');
+  });
+
   test('ClientIP affinity sticks every connection of a client to one backend', async () => {
     await program(tableFrom([...web([A, B], { sessionAffinity: 'ClientIP' }), ...empty(), ...dns([A]), ...web6()]));
     const rs = await connect(s, '10.96.0.10', 80, 30);

@@ -163,3 +163,33 @@ test('a Maglev service gets its table, and loses it when it goes back to random'
   await sync(dp, t1, t2);
   assert.equal(maps.size('rd_maglev'), 0);
 });
+
+/** Every master's slots exist and every slot names a backend the maps hold. */
+function assertConsistent(maps: FakeMaps): void {
+  const entries = maps.services();
+  const backends = maps.backends();
+  const has = new Set(entries.map(([k]) => `${k.addr}|${k.port}|${k.proto}|${k.scope}|${k.slot}`));
+  for (const [k, v] of entries) {
+    if (k.slot === 0) for (let i = 1; i <= v.count; i++) assert.ok(has.has(`${k.addr}|${k.port}|${k.proto}|${k.scope}|${i}`), `${k.addr}:${k.port} slot ${i} of ${v.count}`);
+    else assert.ok(backends.has(v.backendId), `${k.addr}:${k.port} slot ${k.slot} names backend ${v.backendId}, which the maps do not hold`);
+  }
+}
+
+test('an id freed in a sync is not reused in the same sync (its deletion would undo the new entry)', async () => {
+  const maps = new FakeMaps();
+  const dp = plane(maps);
+  const a = (ips: string[]) => [service('a', { clusterIP: '10.96.0.1' }), slice('a-1', 'a', ips.map((ip) => ({ ip })))];
+  const b = (ips: string[]) => [service('b', { clusterIP: '10.96.0.2' }), slice('b-1', 'b', ips.map((ip) => ({ ip })))];
+  const t1 = tableOf([...a(['10.244.1.1', '10.244.1.2']), ...b(['10.244.1.3'])]);
+  await sync(dp, new Map(), t1, true);
+  // a loses a backend (its id is freed) while b gains a new one, in one sync.
+  const t2 = tableOf([...a(['10.244.1.1']), ...b(['10.244.1.3', '10.244.1.4'])]);
+  await sync(dp, t1, t2);
+  assertConsistent(maps);
+  // and a removed service's frontend id is not taken by a new one in the same sync
+  const t3 = tableOf([...b(['10.244.1.3', '10.244.1.4']), service('c', { clusterIP: '10.96.0.3' }), slice('c-1', 'c', [{ ip: '10.244.1.5' }])]);
+  await sync(dp, t2, t3);
+  assertConsistent(maps);
+  const revNat = maps.size('rd_rev_nat');
+  assert.equal(revNat, 2, 'b and c each keep a reverse-NAT entry');
+});

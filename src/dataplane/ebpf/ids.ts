@@ -13,6 +13,8 @@ export class IdAllocator {
   private readonly free: number[] = [];
   /** Ids in `free` that adopt() has taken since (skipped lazily when popped). */
   private readonly taken = new Set<number>();
+  /** Released ids waiting for settle(). */
+  private readonly released: number[] = [];
   private next = 1;
 
   /** `max` is the largest id the maps can index (ids start at 1: 0 means "none" in the programs). */
@@ -66,12 +68,22 @@ export class IdAllocator {
     return true;
   }
 
+  /**
+   * Frees the key's id. The id is not handed out again before settle(): the deletion of what it
+   * named is still queued, and a write under the same id in the same sync would be undone by it.
+   */
   release(key: string): void {
     const id = this.byKey.get(key);
     if (id === undefined) return;
     this.byKey.delete(key);
     this.byId.delete(id);
-    if (!this.taken.delete(id)) this.pushFree(id);
+    this.released.push(id);
+  }
+
+  /** Makes the ids released since the last call available again (once their deletions are written). */
+  settle(): void {
+    for (const id of this.released) if (!this.taken.delete(id)) this.pushFree(id);
+    this.released.length = 0;
   }
 
   clear(): void {
@@ -79,6 +91,7 @@ export class IdAllocator {
     this.byId.clear();
     this.free.length = 0;
     this.taken.clear();
+    this.released.length = 0;
     this.next = 1;
   }
 

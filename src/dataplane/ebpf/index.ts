@@ -154,6 +154,7 @@ export class EbpfDataPlane implements DataPlane {
         // What no frontend accounts for goes first: the writes below may reuse those keys.
         st.adopt(readKernel(lb.fds, this.io), w);
         written += w.flush();
+        st.settle();
         st.resetClaims();
         this.nodePortAddrs = addrs;
         for (const sp of allPorts(table)) st.claim(sp, cfg, addrs, dirty);
@@ -174,6 +175,7 @@ export class EbpfDataPlane implements DataPlane {
       for (const key of dirty) st.reconcile(key, w, gone);
       st.reconcileClusterIPs(reconcile, w);
       written += w.flush();
+      st.settle();
       if (reconcile) {
         this.lastReconcile = this.now();
         this.configKey = cfgKey;

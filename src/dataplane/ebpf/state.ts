@@ -359,6 +359,12 @@ export class SocketLBState {
     this.dirtyClusterIPs.clear();
   }
 
+  /** After the writes of a sync landed: ids freed by it may be handed out again. */
+  settle(): void {
+    this.frontendIds.settle();
+    this.backendIds.settle();
+  }
+
   // ---- adoption ------------------------------------------------------------------------------
 
   /**

@@ -81,7 +81,7 @@ test('agent under nsenter: healthy after the first sync, rules survive SIGTERM, 
     const r = await lab.curl('pod-1b', 'http://10.96.0.10/', { timeoutMs: 2000 });
     assert.ok(r.ok, `service traffic still flows after the agent stopped: ${JSON.stringify(r)}`);
 
-    await lab.execOk('node-1', [process.execPath, RUDDER_BIN, 'cleanup']);
+    await lab.execOk('node-1', [process.execPath, RUDDER_BIN, 'cleanup', '--bpf-pin-path', lab.bpfPinPath('node-1')]);
     assert.deepEqual(await kubeChains('node-1'), [], 'cleanup removes every KUBE- chain');
     const save = await lab.execOk('node-1', ['iptables-save']);
     assert.doesNotMatch(save.stdout, /KUBE-/, 'no jump rule is left either');

@@ -2,11 +2,13 @@
 // programs (bpf/sock_lb.c) translate every connection that starts in a process inside the
 // attached cgroup (pods and the node's own processes) to a backend at connect()/sendmsg() time, so
 // no packet of it is NATed or seen by nf_conntrack. The model's frontend records decide
-// everything; this file only turns the path a local process gets (`fromPod`) into map entries.
+// everything; state.ts turns the paths local processes get into map entries, and this file
+// decides when (partial syncs, reconciles, address changes).
 //
 // Maps (bpf/lib/maps.h; codecs.ts documents each struct):
 //   rd_services  (frontend address, port, protocol, scope, slot) -> slot 0: count, flags, id,
-//                affinity timeout; slots 1..count: backend ids. Socket LB writes SCOPE_INT.
+//                affinity timeout; slots 1..count: backend ids. Socket LB writes SCOPE_INT (and
+//                SCOPE_HOST where the node's own namespace gets another path than its pods).
 //   rd_backends  backend id -> address, port, protocol
 //   rd_rev_nat   frontend id -> address, port (reverse translation; counters and metrics key)
 //   rd_aff_match (frontend id, backend id) while the backend serves the frontend (affinity)
@@ -26,12 +28,12 @@
 // most every `reconcileIntervalMs` on an otherwise idle sync, so drift is repaired within one
 // sync period and not only at the hourly full sync.
 
+import { readFileSync } from 'node:fs';
 import type { Change, ProxyConfig, ServiceTable } from '../../model/types.js';
 import { allPorts, beforeAfter } from '../../model/types.js';
 import { nodePortAddresses, primaryNodeIP } from '../../model/nodeport-addresses.js';
 import type { Logger } from '../../observe/log.js';
 import { DataPlaneError, type ApplyOptions, type ApplyResult, type DataPlane, type DataPlaneCounters, type ProgrammedFrontend } from '../dataplane.js';
-import { readFileSync } from 'node:fs';
 import { BeStatsCodec, IPPROTO, SCOPE_HOST, SVC_F, SvcStatsCodec, protoName } from './codecs.js';
 import { bpfMap, libbpfAvailable, netnsCookie } from './libbpf.js';
 import { checkMaglevTableSize } from './maglev.js';

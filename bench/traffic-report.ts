@@ -18,6 +18,8 @@ export interface BenchConfig {
   /** Role wrk runs in, and the URL it fetches (a lab address). */
   from: string;
   url: string;
+  /** Set when the data plane does not handle this path yet: the row says why instead of a figure. */
+  notMeasured?: string;
 }
 
 export interface Sample {
@@ -39,6 +41,8 @@ export interface Row {
   services: number | null;
   from: string;
   url: string;
+  /** Why this path was not measured (the data plane does not handle it yet); null when it was. */
+  notMeasured: string | null;
   /** Medians over the rounds. */
   reqPerSec: number;
   p50Ms: number;
@@ -64,6 +68,7 @@ export function summarize(configs: readonly BenchConfig[], samples: ReadonlyMap<
     const ss = samples.get(c.id) ?? [];
     return {
       id: c.id, kind: c.kind, via: c.via, label: c.label, dataplane: c.dataplane, services: c.services, from: c.from, url: c.url,
+      notMeasured: c.notMeasured ?? null,
       reqPerSec: median(ss.map((s) => s.reqPerSec)),
       p50Ms: median(ss.map((s) => s.p50Ms)),
       p99Ms: median(ss.map((s) => s.p99Ms)),
@@ -74,7 +79,7 @@ export function summarize(configs: readonly BenchConfig[], samples: ReadonlyMap<
   });
   for (const r of rows) {
     const direct = rows.find((d) => d.kind === r.kind && d.via === 'direct');
-    if (direct === undefined || !(direct.reqPerSec > 0) || !(direct.p99Ms > 0)) continue;
+    if (r.notMeasured !== null || direct === undefined || !(direct.reqPerSec > 0) || !(direct.p99Ms > 0)) continue;
     r.ratioToDirect = r.reqPerSec / direct.reqPerSec;
     r.p99RatioToDirect = r.p99Ms / direct.p99Ms;
   }
@@ -84,13 +89,17 @@ export function summarize(configs: readonly BenchConfig[], samples: ReadonlyMap<
 const int = (n: number): string => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '-');
 const fixed = (n: number | null, d: number): string => (n !== null && Number.isFinite(n) ? n.toFixed(d) : '-');
 
-/** The Markdown table: one line per row. */
+/** The Markdown table: one line per row; a path a data plane does not handle says so instead of a figure. */
 export function renderTable(rows: readonly Row[]): string {
   const lines = [
     '| path | data plane | services | req/s (median) | vs direct | p50 ms | p99 ms | p99 vs direct | errors |',
     '|---|---|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of rows) {
+    if (r.notMeasured !== null) {
+      lines.push(`| ${r.label} | ${r.dataplane ?? 'none'} | ${r.services === null ? '-' : int(r.services)} | ${r.notMeasured} | - | - | - | - | - |`);
+      continue;
+    }
     lines.push(`| ${r.label} | ${r.dataplane ?? 'none'} | ${r.services === null ? '-' : int(r.services)} | ${int(r.reqPerSec)} | ${fixed(r.ratioToDirect, 2)} | ${fixed(r.p50Ms, 2)} | ${fixed(r.p99Ms, 2)} | ${fixed(r.p99RatioToDirect, 2)} | ${r.errors} |`);
   }
   return lines.join('\n') + '\n';

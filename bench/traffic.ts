@@ -5,11 +5,19 @@
 // interleaved within each round (A B C A B C ...) because these machines drift; conntrack is
 // flushed in the node namespaces before every sample. Everything happens inside lab namespaces;
 // the lab is destroyed at the end, on failure and on signals.
+//
+// The ebpf plane translates at connect() in the programs attached to each node's cgroup, so it
+// serves processes started on a node (wrk in pod-1b runs in node-1's cgroup: checked before the
+// first sample) and not the external client's packets yet: its NodePort row says so instead of
+// a figure. Between states its agents' pinned programs are removed with `rudder cleanup`, and the
+// node cgroups are checked to hold no program any more, so the direct rows measure no BPF hook.
 
+import { existsSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, release } from 'node:os';
 import { RUDDER_BIN, startAgent, type LabAgent } from '../src/lab/agents.js';
-import { Lab, defaultTopology, type Topology } from '../src/lab/index.js';
+import { Lab, defaultTopology, findCgroup2Mount, type Topology } from '../src/lab/index.js';
 import { findProgram } from '../src/lab/probes.js';
+import { cpuMs, rssMiB } from './proc.js';
 import { assertLabDestination } from '../src/lab/topology.js';
 import { createLogger, type Logger } from '../src/observe/log.js';
 import { manifestDir, type BenchTarget } from './traffic-manifests.js';
@@ -52,6 +60,10 @@ export interface AgentStart {
   seconds: number[];
   /** Seconds `rudder cleanup` took on both nodes when leaving the state, per round (when it ran). */
   cleanupSeconds: number[];
+  /** The agents' resident memory once healthy (the larger of the two nodes), MiB, per round. */
+  rssMiB: number[];
+  /** CPU time both agents used while wrk ran, ms, per sample (an idle agent uses next to none). */
+  cpuMsPerSample: number[];
 }
 
 export interface TrafficBenchResult {
@@ -63,6 +75,8 @@ export interface TrafficBenchResult {
   };
   server: string;
   target: BenchTarget;
+  /** The cgroup v2 path wrk ran in inside the client pod (/proc/self/cgroup), '' if none. */
+  clientCgroup: string;
   labRun: string;
   rows: Row[];
   agentStarts: AgentStart[];
@@ -86,6 +100,11 @@ const CONNTRACK_TIME_WAIT_SEC = 2;
 
 type State = { dataplane: null } | { dataplane: string; services: number };
 
+/** Paths a data plane does not handle yet, with what its row says instead of a figure. */
+const NOT_MEASURED: Record<string, Partial<Record<BenchConfig['via'], string>>> = {
+  ebpf: { nodeport: 'n/a (per-packet path not built yet)' },
+};
+
 function stateName(s: State): string {
   return s.dataplane === null ? 'no data plane' : `${s.dataplane}, ${s.services.toLocaleString('en-US')} service${s.services === 1 ? '' : 's'}`;
 }
@@ -104,7 +123,11 @@ function configurations(lab: Lab, t: BenchTarget, o: TrafficBenchOptions): Bench
   for (const dp of o.dataplanes) {
     for (const n of o.services) {
       pod.push({ id: `clusterip/${dp}/${n}`, kind: 'pod', via: 'clusterip', label: `${CLIENT_POD} -> ClusterIP`, dataplane: dp, services: n, from: CLIENT_POD, url: `http://${t.clusterIP}:${t.port}/` });
-      ext.push({ id: `nodeport/${dp}/${n}`, kind: 'external', via: 'nodeport', label: `${EXTERNAL} -> NodePort on ${INGRESS_NODE} (eTP Cluster)`, dataplane: dp, services: n, from: EXTERNAL, url: `http://${lab.ip(INGRESS_NODE)}:${t.nodePort}/` });
+      const notMeasured = NOT_MEASURED[dp]?.nodeport;
+      ext.push({
+        id: `nodeport/${dp}/${n}`, kind: 'external', via: 'nodeport', label: `${EXTERNAL} -> NodePort on ${INGRESS_NODE} (eTP Cluster)`, dataplane: dp, services: n, from: EXTERNAL, url: `http://${lab.ip(INGRESS_NODE)}:${t.nodePort}/`,
+        ...(notMeasured === undefined ? {} : { notMeasured }),
+      });
     }
   }
   return [...pod, ...ext];
@@ -131,6 +154,17 @@ async function checkPath(lab: Lab, c: BenchConfig, s: State): Promise<void> {
     await sleep(250);
   }
   throw new Error(`${c.label} (${c.url}) with ${stateName(s)} does not answer: ${last}`);
+}
+
+/**
+ * The cgroup v2 directory a process started in `role` runs in, from its own /proc/self/cgroup
+ * (absolute, under the cgroup2 mount); '' when it has none. Throws ExecError if cat fails.
+ */
+async function cgroupInside(lab: Lab, role: string): Promise<string> {
+  const r = await lab.execOk(role, ['cat', '/proc/self/cgroup']);
+  const line = r.stdout.split('\n').find((l) => l.startsWith('0::'));
+  const mount = findCgroup2Mount();
+  return line === undefined || mount === null ? '' : `${mount}${line.slice(3).trim()}`.replace(/\/$/, '');
 }
 
 async function machineFacts(lab: Lab): Promise<MachineFacts> {
@@ -210,12 +244,20 @@ export async function runTrafficBench(o: TrafficBenchOptions): Promise<TrafficBe
     const startRecord = (dp: string, n: number): AgentStart => {
       const k = `${dp}/${n}`;
       let a = starts.get(k);
-      if (a === undefined) starts.set(k, a = { dataplane: dp, services: n, seconds: [], cleanupSeconds: [] });
+      if (a === undefined) starts.set(k, a = { dataplane: dp, services: n, seconds: [], cleanupSeconds: [], rssMiB: [], cpuMsPerSample: [] });
       return a;
     };
     const samples = new Map<string, Sample[]>();
     const haveConntrack = findProgram('conntrack') !== null;
     const haveNft = findProgram('nft') !== null;
+    const haveBpftool = findProgram('bpftool') !== null;
+    // Socket LB translates only what starts inside the node's cgroup: wrk in the client pod must.
+    const clientCgroup = await cgroupInside(l, CLIENT_POD);
+    const clientNode = topo.pods.find((p) => p.name === CLIENT_POD)!.node;
+    if (o.dataplanes.includes('ebpf') && clientCgroup !== l.cgroup(clientNode)) {
+      throw new Error(`wrk in ${CLIENT_POD} would run in cgroup ${clientCgroup || '(none)'}, not ${l.cgroup(clientNode)} where the ebpf plane attaches`);
+    }
+    o.progress(`wrk in ${CLIENT_POD} runs in cgroup ${clientCgroup || '(none)'}`);
     let current: State = { dataplane: null };
 
     const leave = async (s: State): Promise<void> => {
@@ -225,13 +267,26 @@ export async function runTrafficBench(o: TrafficBenchOptions): Promise<TrafficBe
       const dp = s.dataplane;
       const t0 = Date.now();
       await Promise.all(nodes.map(async (n) => {
-        const r = await l.exec(n, [process.execPath, RUDDER_BIN, 'cleanup', '--dataplane', dp], { timeoutMs: 600_000 });
+        // The ebpf agent's pins (and so its attached programs) outlive it: the cleanup must find
+        // them, in the root mount namespace where /sys/fs/bpf is visible.
+        const ebpf = dp === 'ebpf' ? ['--bpf-pin-path', l.bpfPinPath(n)] : [];
+        const r = await l.exec(n, [process.execPath, RUDDER_BIN, 'cleanup', '--dataplane', dp, ...ebpf], { timeoutMs: 600_000, keepMounts: dp === 'ebpf' });
         if (r.code !== 0) throw new Error(`rudder cleanup --dataplane ${dp} on ${n} failed (exit ${r.code}): ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
       }));
       startRecord(dp, s.services).cleanupSeconds.push(secondsSince(t0));
+      if (dp === 'ebpf') for (const n of nodes) await assertNoBpfLeft(n);
       // Back to a pristine namespace: the built-in tables the data plane created stay registered
       // after cleanup and keep nf_conntrack in the path, which the direct baseline must not pay.
       if (haveNft) for (const n of nodes) await l.execOk(n, ['nft', 'flush', 'ruleset']);
+    };
+
+    /** Throws unless the node's pins are gone and its cgroup has no program attached. */
+    const assertNoBpfLeft = async (n: string): Promise<void> => {
+      if (existsSync(l.bpfPinPath(n))) throw new Error(`rudder cleanup left ${l.bpfPinPath(n)} behind`);
+      if (!haveBpftool) return;
+      const r = await l.execOk(n, ['bpftool', '-j', 'cgroup', 'show', l.cgroup(n)], { keepMounts: true });
+      const progs = r.stdout.trim() === '' ? [] : JSON.parse(r.stdout) as unknown[];
+      if (progs.length > 0) throw new Error(`programs still attached to ${l.cgroup(n)} after rudder cleanup: ${r.stdout.trim().slice(0, 300)}`);
     };
 
     const enter = async (s: State): Promise<void> => {
@@ -245,6 +300,7 @@ export async function runTrafficBench(o: TrafficBenchOptions): Promise<TrafficBe
       const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed !== undefined) throw failed.reason;
       startRecord(dp, s.services).seconds.push(secondsSince(t0));
+      startRecord(dp, s.services).rssMiB.push(Math.max(...agents.map((a) => rssMiB(a.proc.child.pid))));
       // Which iptables backend the agent chose (agents of other planes log it too, when they
       // remove iptables leftovers at start: only the iptables plane's own choice is noted).
       for (const line of dp === 'iptables' ? agents[0]!.proc.output() : []) {
@@ -258,7 +314,10 @@ export async function runTrafficBench(o: TrafficBenchOptions): Promise<TrafficBe
       if (haveConntrack) await Promise.all(nodes.map((n) => l.exec(n, ['conntrack', '-F'])));
       await sleep(300);
       const argv = wrkArgv({ url: c.url, threads: o.threads, connections: o.connections, durationSec: o.durationSec, timeoutSec: 2 });
+      const agentCpu = (): number => agents.reduce((sum, a) => sum + cpuMs(a.proc.child.pid), 0);
+      const cpu0 = agentCpu();
       const r = await l.exec(c.from, argv, { timeoutMs: (o.durationSec + 30) * 1000 });
+      if (c.dataplane !== null && c.services !== null) startRecord(c.dataplane, c.services).cpuMsPerSample.push(agentCpu() - cpu0);
       if (r.code !== 0) throw new Error(`wrk in ${c.from} failed (exit ${r.code}): ${(r.stderr || r.stdout).trim().slice(0, 300)}`);
       const w = parseWrk(r.stdout);
       const s: Sample = { round, reqPerSec: w.reqPerSec, requests: w.requests, p50Ms: w.p50Ms, p99Ms: w.p99Ms, errors: w.errors, errorDetail: w.errorDetail };
@@ -273,7 +332,7 @@ export async function runTrafficBench(o: TrafficBenchOptions): Promise<TrafficBe
         o.progress(`[round ${round}/${o.rounds}] ${stateName(s)}${s.dataplane === null ? '' : ': starting agents on every node'}`);
         await enter(s);
         current = s;
-        const mine = configs.filter((c) => inState(c, s));
+        const mine = configs.filter((c) => inState(c, s) && c.notMeasured === undefined);
         for (const c of mine) await checkPath(l, c, s);
         for (const c of mine) await sample(c, round);
       }
@@ -289,6 +348,7 @@ export async function runTrafficBench(o: TrafficBenchOptions): Promise<TrafficBe
       },
       server: `${server.kind} in ${SERVER_POD} (${target.endpointIP}:${SERVER_PORT}, on ${target.endpointNode})`,
       target,
+      clientCgroup,
       labRun: l.runId,
       rows: summarize(configs, samples),
       agentStarts: [...starts.values()],
@@ -318,7 +378,8 @@ const load = (l: number[]): string => l.map((x) => x.toFixed(2)).join(' ');
 export function renderReport(r: TrafficBenchResult): string {
   const m = r.machine;
   const s = r.settings;
-  const median = (xs: number[]): string => (xs.length === 0 ? '-' : `${[...xs].sort((a, b) => a - b)[xs.length >> 1]!.toFixed(1)} s`);
+  // The median of per-round figures with its unit; '-' when there are none or one is unreadable.
+  const mid = (xs: number[], digits: number, unit: string): string => (xs.length === 0 || xs.some((x) => !Number.isFinite(x)) ? '-' : `${[...xs].sort((a, b) => a - b)[xs.length >> 1]!.toFixed(digits)} ${unit}`);
   const out = [
     '## rudder bench: short-connection HTTP through the data planes',
     '',
@@ -327,15 +388,24 @@ export function renderReport(r: TrafficBenchResult): string {
     `method: \`${wrkArgv({ url: 'URL', threads: s.threads, connections: s.connections, durationSec: s.durationSec, timeoutSec: 2 }).join(' ').replace('Connection: close', "'Connection: close'")}\` (one TCP connection per request); `
       + `${s.rounds} round${s.rounds === 1 ? '' : 's'}, configurations interleaved in each; medians over the rounds; conntrack flushed in the node namespaces before every sample`
       + `${s.conntrackTimeWaitSec === null ? '' : ` (TIME_WAIT timeout ${s.conntrackTimeWaitSec} s there)`}; ip_local_port_range 1024-65535 where wrk runs; no TIME_WAIT sockets kept in the server pod (tcp_max_tw_buckets=0)`,
-    `server: ${r.server}; wrk in ${CLIENT_POD} (node-1) and in the external client; direct rows run with no data plane loaded (no conntrack)`,
+    `server: ${r.server}; wrk in ${CLIENT_POD} (node-1, cgroup ${r.clientCgroup || 'none'}) and in the external client; direct rows run with no data plane loaded (no conntrack, no BPF program attached)`,
     `target: ${r.target.namespace}/${r.target.name} ClusterIP ${r.target.clusterIP}:${r.target.port}, NodePort ${r.target.nodePort}, one endpoint; "services" counts every service in the table, the target last in rule order (the others: ClusterIP, 4 endpoints each)`,
     '',
     renderTable(r.rows),
   ];
   if (r.agentStarts.length > 0) {
-    out.push(`agent start to healthy, both nodes in parallel (median): ${r.agentStarts.map((a) => `${a.dataplane} ${a.services.toLocaleString('en-US')}: ${median(a.seconds)}`).join(', ')}`);
+    out.push(`agent start to healthy, both nodes in parallel (median): ${r.agentStarts.map((a) => `${a.dataplane} ${a.services.toLocaleString('en-US')}: ${mid(a.seconds, 1, 's')}`).join(', ')}`);
     const cleanups = r.agentStarts.filter((a) => a.cleanupSeconds.length > 0);
-    if (cleanups.length > 0) out.push(`rudder cleanup, both nodes in parallel (median): ${cleanups.map((a) => `${a.dataplane} ${a.services.toLocaleString('en-US')}: ${median(a.cleanupSeconds)}`).join(', ')}`);
+    if (cleanups.length > 0) out.push(`rudder cleanup, both nodes in parallel (median): ${cleanups.map((a) => `${a.dataplane} ${a.services.toLocaleString('en-US')}: ${mid(a.cleanupSeconds, 1, 's')}`).join(', ')}`);
+    out.push(`agent RSS once healthy, larger node (median): ${r.agentStarts.map((a) => `${a.dataplane} ${a.services.toLocaleString('en-US')}: ${mid(a.rssMiB, 0, 'MiB')}`).join(', ')}`);
+    out.push(`agents' CPU while wrk ran, both nodes (median per ${s.durationSec} s sample): ${r.agentStarts.map((a) => `${a.dataplane} ${a.services.toLocaleString('en-US')}: ${mid(a.cpuMsPerSample, 0, 'ms')}`).join(', ')}`);
+  }
+  // How far the same configuration moves between rounds: ratios closer to 1 than this are noise.
+  for (const d of r.rows.filter((x) => x.via === 'direct' && x.samples.length > 1)) {
+    const xs = d.samples.map((x) => x.reqPerSec);
+    const lo = Math.min(...xs);
+    const hi = Math.max(...xs);
+    out.push(`spread: ${d.label} ${Math.round(lo).toLocaleString('en-US')}-${Math.round(hi).toLocaleString('en-US')} req/s over the rounds (${(((hi - lo) / d.reqPerSec) * 100).toFixed(0)}% of its median)`);
   }
   for (const n of r.notes) out.push(`note: ${n}`);
   out.push(`lab run ${r.labRun}; took ${minutes(r.elapsedSec)}`);

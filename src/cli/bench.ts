@@ -1,5 +1,6 @@
 // `rudder bench`: the traffic benchmark (bench/traffic.ts) from the command line. Root only: it
-// builds a lab of network namespaces, and every request stays inside it.
+// builds a lab of network namespaces, and every request stays inside it. `--quick` is the smoke
+// run of the test suite: every data plane once, small tables, short samples.
 
 import { DATAPLANES } from '../dataplane/index.js';
 import { MAX_SERVICES } from '../../bench/traffic-manifests.js';
@@ -14,7 +15,7 @@ const FLAGS: FlagSpecs = {
   rounds: { value: 'N', help: 'interleaved rounds; medians are taken over them (default 3)' },
   services: { value: 'N,...', list: true, help: `services in the table, target included and last (default 1,1000; up to ${MAX_SERVICES.toLocaleString('en-US')})` },
   json: { boolean: true, help: 'print the results as JSON (progress still goes to stderr)' },
-  quick: { boolean: true, help: 'smoke run: 1 round, 2s, 1 and 100 services, iptables (flags given explicitly win)' },
+  quick: { boolean: true, help: `smoke run: 1 round, 2s, 1 and 100 services, every data plane (${DATAPLANES.join(', ')}; flags given explicitly win)` },
   help: { boolean: true, alias: 'h', help: 'show this help' },
 };
 
@@ -33,7 +34,7 @@ export function benchOptions(argv: string[]): { options: Omit<TrafficBenchOption
   if (p.positional.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(p.positional[0])}`);
   const quick = flagBool(p, 'quick');
 
-  const dataplanes = [...new Set(p.flags.get('dataplanes') ?? ['iptables'])];
+  const dataplanes = [...new Set(p.flags.get('dataplanes') ?? (quick ? [...DATAPLANES] : ['iptables']))];
   for (const d of dataplanes) {
     if (!(DATAPLANES as readonly string[]).includes(d)) throw new UsageError(`--dataplanes: ${JSON.stringify(d)} is not one of ${DATAPLANES.join(', ')}`);
   }

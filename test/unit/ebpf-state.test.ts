@@ -193,3 +193,23 @@ test('an id freed in a sync is not reused in the same sync (its deletion would u
   const revNat = maps.size('rd_rev_nat');
   assert.equal(revNat, 2, 'b and c each keep a reverse-NAT entry');
 });
+
+test('the periodic check after a partial sync finds drift against what was written and repairs only then', async () => {
+  const maps = new FakeMaps();
+  let now = 0;
+  const dp = new EbpfDataPlane({ config: CFG, logger: memoryLogger(), maps: { fds: maps.fds, io: maps }, reconcileIntervalMs: 30_000, now: () => now });
+  const t = tableOf(web(['10.244.1.10', '10.244.1.11']));
+  await sync(dp, new Map(), t, true);
+  now = 31_000;
+  assert.equal((await dp.apply([], t, { full: false })).written, 0, 'nothing differs: nothing written');
+  assert.equal(dp.driftRepairs, 0);
+  assert.ok(maps.drop(master('10.96.0.10', 80)));
+  now = 45_000;
+  assert.equal((await dp.apply([], t, { full: false })).written, 0, 'not due yet');
+  now = 62_000;
+  const r = await dp.apply([], t, { full: false });
+  assert.equal(dp.driftRepairs, 1);
+  assert.ok(r.written > 0);
+  assertConsistent(maps);
+  assert.ok(maps.services().some(([k]) => k.addr === '10.96.0.10' && k.slot === 0), 'the master is back');
+});

@@ -85,7 +85,7 @@ export class EbpfDataPlane implements DataPlane {
   cgroupPath = '';
   /** The NodePort addresses the claims were made with. */
   private nodePortAddrs: readonly string[] = [];
-  private lastReconcile = -Infinity;
+  private lastReconcile = 0;
   private configKey = '';
 
   constructor(private readonly opts: EbpfDataPlaneOptions) {
@@ -131,13 +131,14 @@ export class EbpfDataPlane implements DataPlane {
   }
 
   /**
-   * Writes the changes (or, on a reconcile, whatever differs between the maps and the table).
-   * Throws DataPlaneError EAPPLY; the maps may then be half written (every step is a valid
-   * state), and the next sync re-reads them.
+   * Writes the changes, or, on a full sync, whatever differs between the maps and the table. On
+   * a partial sync at most every reconcileIntervalMs, after the changes are written (a change
+   * never waits behind it), the maps are read back and compared with what the plane wrote; only
+   * drift makes it reconcile. Throws DataPlaneError EAPPLY; the maps may then be half written
+   * (every step is a valid state), and the next sync reconciles against read-back.
    */
   async apply(changes: readonly Change[], table: ServiceTable, opts: ApplyOptions): Promise<ApplyResult> {
     if (this.lb === undefined) await this.init();
-    const lb = this.lb!;
     const cfg = this.config();
     // Localhost NodePorts: the node's own processes reach NodePorts on 127.0.0.1 and ::1 too
     // (the programs serve those addresses only to the host namespace).
@@ -145,50 +146,83 @@ export class EbpfDataPlane implements DataPlane {
     // NodePort addresses come and go with the node's interfaces: moved frontend by frontend. What
     // else the records depend on changes rarely, and re-reads everything.
     const cfgKey = JSON.stringify([primaryNodeIP(cfg, 4), primaryNodeIP(cfg, 6), cfg.clusterCIDRs, cfg.masqueradeAll]);
-    const reconcile = opts.full || cfgKey !== this.configKey || this.now() - this.lastReconcile >= this.reconcileIntervalMs;
-    const st = this.state;
     try {
-      const w = this.writes(lb.fds);
-      w.reset();
-      let written = 0;
-      const dirty = new Set<string>();
-      if (reconcile) {
-        // What no frontend accounts for goes first: the writes below may reuse those keys.
-        st.adopt(readKernel(lb.fds, this.io), w);
-        written += w.flush();
-        st.settle();
-        st.resetClaims();
-        this.nodePortAddrs = addrs;
-        for (const sp of allPorts(table)) st.claim(sp, cfg, addrs, dirty);
-        for (const k of st.kernelKeys()) dirty.add(k);
-        writeConfig(lb.fds.rd_config_map, primaryNodeIP(cfg, 4), primaryNodeIP(cfg, 6), this.io);
-      } else {
-        if (addrs.join(',') !== this.nodePortAddrs.join(',')) {
-          st.moveNodePorts(cfg, this.nodePortAddrs, addrs, dirty);
-          this.nodePortAddrs = addrs;
-        }
-        for (const c of changes) {
-          const { prev, next } = beforeAfter(c);
-          if (prev !== undefined) st.unclaim(prev, cfg, this.nodePortAddrs, dirty);
-          if (next !== undefined) st.claim(next, cfg, this.nodePortAddrs, dirty);
-        }
-      }
-      const gone: string[] = [];
-      for (const key of dirty) st.reconcile(key, w, gone);
-      st.reconcileClusterIPs(reconcile, w);
-      written += w.flush();
-      st.settle();
-      if (reconcile) {
-        this.lastReconcile = this.now();
+      if (opts.full || this.mustReconcile || cfgKey !== this.configKey) {
+        const written = this.reconcileAll(table, cfg, addrs);
         this.configKey = cfgKey;
+        return { written, bytes: 0 };
       }
-      this.destroyStale(gone);
+      let written = this.applyChanges(changes, cfg, addrs);
+      if (this.now() - this.lastReconcile >= this.reconcileIntervalMs) {
+        const drift = this.state.drift(readKernel(this.lb!.fds, this.io));
+        this.lastReconcile = this.now();
+        if (drift !== null) {
+          this.logger.warn('the BPF maps differ from what this agent wrote: repairing them', { drift });
+          this.driftRepairs++;
+          written += this.reconcileAll(table, cfg, addrs);
+        }
+      }
       return { written, bytes: 0 };
     } catch (e) {
       // What the maps hold is no longer known: the next sync re-reads them.
-      this.lastReconcile = -Infinity;
+      this.mustReconcile = true;
       throw e instanceof DataPlaneError ? e : new DataPlaneError('EAPPLY', (e as Error).message);
     }
+  }
+
+  /** Times the maps were found to differ from what the plane wrote (and were repaired). */
+  driftRepairs = 0;
+  private mustReconcile = true;
+
+  /** Reads the maps back, adopts them, and writes whatever differs from the table. */
+  private reconcileAll(table: ServiceTable, cfg: ProxyConfig, addrs: string[]): number {
+    const lb = this.lb!;
+    const st = this.state;
+    const w = this.writes(lb.fds);
+    w.reset();
+    // What no frontend accounts for goes first: the writes below may reuse those keys.
+    st.adopt(readKernel(lb.fds, this.io), w);
+    let written = w.flush();
+    st.settle();
+    st.resetClaims();
+    this.nodePortAddrs = addrs;
+    const dirty = new Set<string>();
+    for (const sp of allPorts(table)) st.claim(sp, cfg, addrs, dirty);
+    for (const k of st.kernelKeys()) dirty.add(k);
+    writeConfig(lb.fds.rd_config_map, primaryNodeIP(cfg, 4), primaryNodeIP(cfg, 6), this.io);
+    const gone: string[] = [];
+    for (const key of dirty) st.reconcile(key, w, gone);
+    st.reconcileClusterIPs(true, w);
+    written += w.flush();
+    st.settle();
+    this.mustReconcile = false;
+    this.lastReconcile = this.now();
+    this.destroyStale(gone);
+    return written;
+  }
+
+  /** Writes what the changes (and a change of NodePort addresses) touch. */
+  private applyChanges(changes: readonly Change[], cfg: ProxyConfig, addrs: string[]): number {
+    const st = this.state;
+    const w = this.writes(this.lb!.fds);
+    w.reset();
+    const dirty = new Set<string>();
+    if (addrs.join(',') !== this.nodePortAddrs.join(',')) {
+      st.moveNodePorts(cfg, this.nodePortAddrs, addrs, dirty);
+      this.nodePortAddrs = addrs;
+    }
+    for (const c of changes) {
+      const { prev, next } = beforeAfter(c);
+      if (prev !== undefined) st.unclaim(prev, cfg, this.nodePortAddrs, dirty);
+      if (next !== undefined) st.claim(next, cfg, this.nodePortAddrs, dirty);
+    }
+    const gone: string[] = [];
+    for (const key of dirty) st.reconcile(key, w, gone);
+    st.reconcileClusterIPs(false, w);
+    const written = w.flush();
+    st.settle();
+    this.destroyStale(gone);
+    return written;
   }
 
   private syncWrites: SyncWrites | undefined;

@@ -131,6 +131,37 @@ export function dump<K, V>(fd: number, map: string, keySize: number, valueSize: 
   return out;
 }
 
+/**
+ * Every element of a map as raw bytes: keys and values packed back to back, `count` elements.
+ * For maps read often and decoded selectively (rd_services). Throws DataPlaneError EREAD.
+ */
+export function dumpRaw(fd: number, map: string, keySize: number, valueSize: number, io: MapIO = bpfMap): { keys: Buffer; values: Buffer; count: number } {
+  let keys: Buffer = Buffer.alloc(keySize * DUMP_CHUNK);
+  let values: Buffer = Buffer.alloc(valueSize * DUMP_CHUNK);
+  let count = 0;
+  const append = (k: Buffer, v: Buffer, n: number): void => {
+    while ((count + n) * keySize > keys.length) {
+      keys = grow(keys);
+      values = grow(values);
+    }
+    k.copy(keys, count * keySize, 0, n * keySize);
+    v.copy(values, count * valueSize, 0, n * valueSize);
+    count += n;
+  };
+  const ck = Buffer.alloc(keySize * DUMP_CHUNK);
+  const cv = Buffer.alloc(valueSize * DUMP_CHUNK);
+  if (!io.lookupBatch(fd, ck, cv, DUMP_CHUNK, Math.max(keySize, 8), (n) => append(ck, cv, n), map)) {
+    let cur: Buffer | null = null;
+    for (;;) {
+      const next = Buffer.alloc(keySize);
+      if (!io.nextKey(fd, cur, next, map)) break;
+      if (io.lookup(fd, next, cv, map)) append(next, cv, 1);
+      cur = next;
+    }
+  }
+  return { keys, values, count };
+}
+
 /** Map fds of a loaded object, by name. */
 export type MapFds = Record<MapName, number>;
 

@@ -365,6 +365,28 @@ export class SocketLBState {
     this.backendIds.settle();
   }
 
+  /**
+   * The first difference between the maps as read back and what this state wrote, or null: the
+   * cheap periodic check (no claims, no desired entries), which escalates to a reconcile.
+   */
+  drift(k: KernelState): string | null {
+    if (k.orphanSlots.length > 0) return `${k.orphanSlots.length} backend slot(s) without a frontend`;
+    if (k.frontends.length !== this.kernel.size) return `${k.frontends.length} frontend entries in the maps, ${this.kernel.size} written`;
+    for (const fe of k.frontends) {
+      const key = `${fe.addr}|${fe.port}|${protoName(fe.proto)}`;
+      const e = this.kernel.get(entryKey(key, fe.scope));
+      if (e === undefined) return `${key} is in the maps but was never written`;
+      if (e.id !== fe.id || e.flags !== fe.flags || e.affinityTimeout !== fe.affinityTimeout) return `${key}: id, flags or affinity differ`;
+      if (e.backends.length !== fe.backendIds.length) return `${key}: ${fe.backendIds.length} backends in the maps, ${e.backends.length} written`;
+      for (let i = 0; i < e.backends.length; i++) if (this.backendIds.get(e.backends[i]!) !== fe.backendIds[i]) return `${key}: slot ${i + 1} differs`;
+      if (fe.scope === SCOPE_INT && !sameList(e.ranges, fe.ranges)) return `${key}: source ranges differ`;
+    }
+    if (k.backends.size !== this.backendIds.size) return `${k.backends.size} backends in the maps, ${this.backendIds.size} written`;
+    for (const [id, b] of k.backends) if (this.backendIds.keyOf(id) !== backendKey(b.addr, b.port, b.proto)) return `backend ${id} differs`;
+    if (k.clusterIPs.size !== this.kernelClusterIPs.size || [...k.clusterIPs].some((ip) => !this.kernelClusterIPs.has(ip))) return 'ClusterIP catch-all entries differ';
+    return null;
+  }
+
   // ---- adoption ------------------------------------------------------------------------------
 
   /**

@@ -11,8 +11,8 @@ export class IdAllocator {
   private readonly byId = new Map<number, string>();
   /** Freed ids below `next` (a binary min-heap), reused before `next` grows. */
   private readonly free: number[] = [];
-  /** Ids in `free` that adopt() has taken since (skipped lazily when popped). */
-  private readonly taken = new Set<number>();
+  /** Set by adopt(): `free` is rebuilt from the gaps below `next` before the next use. */
+  private gapsStale = false;
   /** Released ids waiting for settle(). */
   private readonly released: number[] = [];
   private next = 1;
@@ -59,12 +59,9 @@ export class IdAllocator {
     if (this.byKey.has(key) || this.byId.has(id) || id < 1 || id > this.max) return false;
     this.byKey.set(key, id);
     this.byId.set(id, key);
-    if (id >= this.next) {
-      for (let i = this.next; i < id; i++) this.pushFree(i);
-      this.next = id + 1;
-    } else {
-      this.taken.add(id);
-    }
+    // Ids arrive in hash order: the free list is rebuilt once, not kept up to date per id.
+    if (id >= this.next) this.next = id + 1;
+    this.gapsStale = true;
     return true;
   }
 
@@ -82,15 +79,23 @@ export class IdAllocator {
 
   /** Makes the ids released since the last call available again (once their deletions are written). */
   settle(): void {
-    for (const id of this.released) if (!this.taken.delete(id)) this.pushFree(id);
+    if (!this.gapsStale) for (const id of this.released) this.pushFree(id);
     this.released.length = 0;
+  }
+
+  /** After adoptions: every id below `next` that nobody holds or is waiting to release is free, ascending (a valid heap). */
+  private rebuildGaps(): void {
+    this.gapsStale = false;
+    const pending = new Set(this.released);
+    this.free.length = 0;
+    for (let id = 1; id < this.next; id++) if (!this.byId.has(id) && !pending.has(id)) this.free.push(id);
   }
 
   clear(): void {
     this.byKey.clear();
     this.byId.clear();
     this.free.length = 0;
-    this.taken.clear();
+    this.gapsStale = false;
     this.released.length = 0;
     this.next = 1;
   }
@@ -107,8 +112,9 @@ export class IdAllocator {
   }
 
   private popFree(): number | undefined {
+    if (this.gapsStale) this.rebuildGaps();
     const h = this.free;
-    while (h.length > 0) {
+    if (h.length > 0) {
       const top = h[0]!;
       const last = h.pop()!;
       if (h.length > 0) {
@@ -124,7 +130,7 @@ export class IdAllocator {
           i = m;
         }
       }
-      if (!this.taken.delete(top)) return top;
+      return top;
     }
     return undefined;
   }

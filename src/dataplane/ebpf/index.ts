@@ -180,10 +180,16 @@ export class EbpfDataPlane implements DataPlane {
     const st = this.state;
     const w = this.writes(lb.fds);
     w.reset();
-    // What no frontend accounts for goes first: the writes below may reuse those keys.
-    st.adopt(readKernel(lb.fds, this.io), w);
-    let written = w.flush();
-    st.settle();
+    // The plane's picture of the maps is rebuilt from them unless it provably matches (a full
+    // sync with nothing behind its back); what no frontend accounts for is deleted first, since
+    // the writes below may reuse those keys.
+    const k = readKernel(lb.fds, this.io);
+    let written = 0;
+    if (this.mustReconcile || st.drift(k) !== null) {
+      st.adopt(k, w);
+      written += w.flush();
+      st.settle();
+    }
     st.resetClaims();
     this.nodePortAddrs = addrs;
     const dirty = new Set<string>();

@@ -175,8 +175,7 @@ function attachHooks(obj: BpfObject, o: LoadOptions): number {
       if (existsSync(pinned)) {
         const fd = objGet(pinned);
         try {
-          const info = linkCgroup(fd);
-          if (info === want) {
+          if (linkInfo(fd).cgroupId === want) {
             linkUpdate(fd, obj.progFd(prog), prog);
             adopted++;
             continue;
@@ -200,16 +199,6 @@ function attachHooks(obj: BpfObject, o: LoadOptions): number {
     if (cgFd >= 0) closeSync(cgFd);
   }
   return adopted;
-}
-
-/** The cgroup id a cgroup link is attached to (struct bpf_link_info.cgroup.cgroup_id). */
-function linkCgroup(fd: number): bigint {
-  return linkInfo(fd).cgroupId;
-}
-
-/** Whether an agent has pinned state at `pin`. */
-export function hasPins(pin: string): boolean {
-  return existsSync(pin);
 }
 
 /**

@@ -66,6 +66,24 @@ export function diff(prev: ServiceTable, next: ServiceTable): Change[] {
   return out;
 }
 
+/**
+ * All changes between two tables, like diff(), and every service whose ports did not change gets
+ * its previous entries back in `next` (which the caller has just built and owns): what data planes
+ * and the model cache per ServicePort object (frontend records, desired map entries) stays valid
+ * across a full rebuild, so an unchanged service costs a comparison, not a recomputation.
+ */
+export function diffSharing(prev: ServiceTable, next: Map<string, readonly ServicePort[]>): Change[] {
+  const out: Change[] = [];
+  for (const [key, ports] of next) {
+    const before = prev.get(key);
+    const n = out.length;
+    diffService(before ?? [], ports, out);
+    if (before !== undefined && out.length === n) next.set(key, before);
+  }
+  for (const [key, ports] of prev) if (!next.has(key)) diffService(ports, [], out);
+  return out;
+}
+
 /** Changes for the rebuilt services only; `rebuilt` maps service keys to their new ports. */
 export function diffServices(prev: ServiceTable, rebuilt: ReadonlyMap<string, readonly ServicePort[]>): Change[] {
   const out: Change[] = [];

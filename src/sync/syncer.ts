@@ -3,7 +3,7 @@
 // transaction leaves the kernel as it was; the next sync is then a full one.
 
 import { build, rebuildServices } from '../model/build.js';
-import { applyRebuilt, diff, diffServices, mergeChanges } from '../model/diff.js';
+import { applyRebuilt, diffServices, diffSharing, mergeChanges } from '../model/diff.js';
 import type { Change, ProxyConfig, ServicePort } from '../model/types.js';
 import { beforeAfter, usesLocalEndpoints } from '../model/types.js';
 import type { DataPlane } from '../dataplane/dataplane.js';
@@ -74,7 +74,7 @@ export class Syncer {
     let changes: Change[];
     if (full) {
       const next = build(tracker, cfg);
-      changes = diff(this.table, next);
+      changes = diffSharing(this.table, next);
       this.table = next;
     } else {
       const rebuilt = rebuildServices(tracker, cfg, pending.services);

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { build, buildService, rebuildServices } from '../../src/model/build.js';
-import { applyRebuilt, diff, diffServices, mergeChanges } from '../../src/model/diff.js';
+import { applyRebuilt, diff, diffServices, diffSharing, mergeChanges } from '../../src/model/diff.js';
 import { categorizeEndpoints, topologyMode } from '../../src/model/policy.js';
 import type { ServicePort } from '../../src/model/types.js';
 import { config, service, slice, snapshotOf, type EpOpts } from '../support/fixtures.js';
@@ -170,4 +170,18 @@ test('mergeChanges composes two syncs: first before, last after; a round trip ca
   const merged = mergeChanges(diff(t0, t1), diff(t1, t2));
   assert.deepEqual(merged.map((c) => `${c.kind} ${c.id}`).sort(), diff(t0, t2).map((c) => `${c.kind} ${c.id}`).sort());
   assert.deepEqual(mergeChanges(diff(t0, t1), diff(t1, t0)), []);
+});
+
+test('a full rebuild shares the entries of services that did not change, and finds the same changes as diff()', () => {
+  const cfg = config();
+  const objs = [service('a', { clusterIP: '10.96.0.1' }), slice('a-1', 'a', [{ ip: '10.244.1.1' }]), service('b', { clusterIP: '10.96.0.2' }), slice('b-1', 'b', [{ ip: '10.244.1.2' }]), service('c', { clusterIP: '10.96.0.3' })];
+  const prev = build(snapshotOf(objs), cfg);
+  const changed = [objs[0]!, objs[1]!, service('b', { clusterIP: '10.96.0.2' }), slice('b-1', 'b', [{ ip: '10.244.1.9' }]), service('d', { clusterIP: '10.96.0.4' })];
+  const next = build(snapshotOf(changed), cfg);
+  const expected = diff(prev, next);
+  const got = diffSharing(prev, next);
+  assert.deepEqual(got.map((c) => `${c.kind} ${c.id}`).sort(), expected.map((c) => `${c.kind} ${c.id}`).sort());
+  assert.equal(next.get('default/a'), prev.get('default/a'), 'unchanged: the previous entries, same objects');
+  assert.notEqual(next.get('default/b'), prev.get('default/b'), 'changed: the new entries');
+  assert.equal(next.has('default/c'), false);
 });

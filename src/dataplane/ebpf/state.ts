@@ -227,10 +227,16 @@ export class SocketLBState {
     };
   }
 
+  /** Desired entries per record (records are immutable and cached by the model): a reconcile of an unchanged frontend compares by identity. */
+  private readonly desiredCache = new WeakMap<FrontendRecord, { id: number; entries: Entry[] }>();
+
   private desired(rec: FrontendRecord, id: number): Entry[] {
-    const out = [this.entry(rec, rec.fromPod, SCOPE_INT, id)];
-    if (!sameSocketPath(rec.fromPod, rec.fromNode)) out.push(this.entry(rec, rec.fromNode, SCOPE_HOST, id));
-    return out;
+    const hit = this.desiredCache.get(rec);
+    if (hit !== undefined && hit.id === id) return hit.entries;
+    const entries = [this.entry(rec, rec.fromPod, SCOPE_INT, id)];
+    if (!sameSocketPath(rec.fromPod, rec.fromNode)) entries.push(this.entry(rec, rec.fromNode, SCOPE_HOST, id));
+    this.desiredCache.set(rec, { id, entries });
+    return entries;
   }
 
   // ---- reconcile -------------------------------------------------------------------------------
@@ -245,8 +251,11 @@ export class SocketLBState {
       const want = wants.find((e) => e.scope === scope);
       if (want === undefined) {
         if (have !== undefined) this.remove(key, have, w, gone);
-      } else if (have === undefined || !sameEntry(have, want)) {
+      } else if (have === undefined || (have !== want && !sameEntry(have, want))) {
         this.write(key, have, want, w, gone);
+      } else if (have !== want) {
+        // Equal but read back: keep the wanted object, so the next reconcile compares identities.
+        this.kernel.set(entryKey(key, scope), want);
       }
     }
     if (rec === undefined) {

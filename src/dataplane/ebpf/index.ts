@@ -300,6 +300,8 @@ export class EbpfDataPlane implements DataPlane {
 
   /** Detaches every hook and removes the pinned maps. Idempotent. Throws DataPlaneError ECLEANUP. */
   async cleanup(): Promise<void> {
+    this.stale?.close();
+    this.stale = undefined;
     this.lb?.close();
     this.lb = undefined;
     this.syncWrites = undefined;

@@ -12,61 +12,78 @@ import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, s
 import { join } from 'node:path';
 import type { Logger } from '../../observe/log.js';
 import { DataPlaneError } from '../dataplane.js';
-import { BpfObject, bpfMap, closeFd, inNetns, iterCreate } from './libbpf.js';
+import { BpfObject, bpfMap, closeFd, inNetns, iterCreate, type BpfLink } from './libbpf.js';
 import { StaleKeyCodec } from './codecs.js';
 import { SOCK_TERM_OBJECT } from './programs.js';
 
 export class StaleUdp {
   private unsupported = false;
+  /** Loaded once, on the first removal of a UDP backend (the verifier's work is not per event). */
+  private loaded: { obj: BpfObject; link: BpfLink; fd: number } | undefined;
 
   constructor(private readonly cgroupPath: string, private readonly logger: Logger) {}
 
-  /** Closes connected UDP sockets to these backends; returns how many. Throws DataPlaneError. */
-  destroy(backends: ReadonlyArray<{ ip: string; port: number; proto: number }>): number {
-    if (this.unsupported || backends.length === 0) return 0;
-    let obj: BpfObject;
+  private load(): { obj: BpfObject; link: BpfLink; fd: number } | undefined {
+    if (this.loaded !== undefined || this.unsupported) return this.loaded;
     try {
-      obj = BpfObject.load(SOCK_TERM_OBJECT);
+      const obj = BpfObject.load(SOCK_TERM_OBJECT);
+      try {
+        this.loaded = { obj, link: obj.attachIter('rd_sock_term'), fd: obj.mapFd('rd_stale') };
+      } catch (e) {
+        obj.close();
+        throw e;
+      }
     } catch (e) {
       this.unsupported = true;
       this.logger.info('connected UDP sockets of removed backends will not be closed (needs bpf_sock_destroy, kernel 6.5+)', { why: (e as Error).message });
-      return 0;
     }
-    try {
-      const fd = obj.mapFd('rd_stale');
+    return this.loaded;
+  }
+
+  /** Closes connected UDP sockets to these backends; returns how many. Throws DataPlaneError. */
+  destroy(backends: ReadonlyArray<{ ip: string; port: number; proto: number }>): number {
+    if (backends.length === 0) return 0;
+    const l = this.load();
+    if (l === undefined) return 0;
+    const keys = backends.map((b) => {
       const key = Buffer.alloc(StaleKeyCodec.size);
-      const one = Buffer.from([1]);
-      for (const b of backends) {
-        StaleKeyCodec.encode(b.ip, b.port, b.proto, key);
-        bpfMap.update(fd, key, one, 'rd_stale');
-      }
-      const link = obj.attachIter('rd_sock_term');
-      try {
-        for (const ns of this.namespaces()) {
-          let nsFd = -1;
-          try {
-            nsFd = openSync(ns, 'r');
-          } catch {
-            continue; // the process is gone
-          }
-          try {
-            const iter = inNetns(nsFd, () => iterCreate(link.fd));
-            try {
-              drain(iter);
-            } finally {
-              closeFd(iter);
-            }
-          } finally {
-            closeSync(nsFd);
-          }
+      StaleKeyCodec.encode(b.ip, b.port, b.proto, key);
+      return key;
+    });
+    const one = Buffer.from([1]);
+    const before = destroyedCount(l.obj);
+    for (const key of keys) bpfMap.update(l.fd, key, one, 'rd_stale');
+    try {
+      for (const ns of this.namespaces()) {
+        let nsFd = -1;
+        try {
+          nsFd = openSync(ns, 'r');
+        } catch {
+          continue; // the process is gone
         }
-      } finally {
-        link.destroy();
+        try {
+          const iter = inNetns(nsFd, () => iterCreate(l.link.fd));
+          try {
+            drain(iter);
+          } finally {
+            closeFd(iter);
+          }
+        } finally {
+          closeSync(nsFd);
+        }
       }
-      return destroyedCount(obj);
     } finally {
-      obj.close();
+      // The next removal names its own backends (an address may come back as a live backend).
+      for (const key of keys) bpfMap.delete(l.fd, key, 'rd_stale');
     }
+    return destroyedCount(l.obj) - before;
+  }
+
+  /** Releases the iterator program. */
+  close(): void {
+    this.loaded?.link.destroy();
+    this.loaded?.obj.close();
+    this.loaded = undefined;
   }
 
   /** One /proc/PID/ns/net per distinct namespace of the cgroup's processes. */

@@ -51,6 +51,8 @@ export interface ProgrammedFrontend {
 export interface DataPlaneCounters {
   frontends: Array<{ service: string; kind: string; frontend: string; protocol: string; connections: number; refused: number; dropped: number }>;
   backends: Array<{ backend: string; protocol: string; connections: number }>;
+  /** Times the kernel state was found to differ from what the plane wrote, and repaired. */
+  driftRepairs: number;
 }
 
 export interface DataPlane {

@@ -87,6 +87,13 @@ export class Metrics {
       },
     });
     new Counter({
+      name: 'rudder_dataplane_drift_repairs_total', help: 'Times the kernel state was found to differ from what the data plane wrote (someone else changed it), and was repaired', registers: r,
+      async collect() {
+        this.reset();
+        this.inc((await once())?.driftRepairs ?? 0);
+      },
+    });
+    new Counter({
       name: 'rudder_ebpf_backend_connections_total', help: 'Connections the eBPF programs sent to a backend, per backend', labelNames: ['backend', 'protocol'], registers: r,
       async collect() {
         this.reset();

@@ -69,6 +69,7 @@ describe('ebpf agent in the lab', { skip: root ? false : 'needs root' }, () => {
     const metrics = (await agent!.get('/metrics')).body;
     const m = /^rudder_ebpf_service_connections_total\{[^}]*frontend="10\.96\.0\.10:80"[^}]*\} (\d+)$/m.exec(metrics);
     assert.ok(m !== null && Number(m[1]) > 0, `per-frontend connection counter: ${metrics.split('\n').filter((l) => l.startsWith('rudder_ebpf')).slice(0, 5).join(' | ')}`);
+    assert.match(metrics, /^rudder_dataplane_drift_repairs_total 0$/m);
     assert.match(metrics, /^rudder_ebpf_backend_connections_total\{backend="10\.244\.\d+\.\d+:8080",protocol="TCP"\} [1-9]/m);
   });
 

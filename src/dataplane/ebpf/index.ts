@@ -285,7 +285,7 @@ export class EbpfDataPlane implements DataPlane {
     const feBuf = Buffer.alloc(SvcStatsCodec.size * cpus);
     const beBuf = Buffer.alloc(BeStatsCodec.size * cpus);
     const fmt = (addr: string, port: number): string => (addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`);
-    const out: DataPlaneCounters = { frontends: [], backends: [] };
+    const out: DataPlaneCounters = { frontends: [], backends: [], driftRepairs: this.driftRepairs };
     for (const { id, rec } of this.state.frontends()) {
       const [connections, refused, dropped] = readPerCpu(fds.rd_svc_stats, id, 3, cpus, feBuf);
       out.frontends.push({ service: rec.service.id, kind: rec.kind, frontend: fmt(rec.ip, rec.port), protocol: rec.protocol, connections: Number(connections), refused: Number(refused), dropped: Number(dropped) });

@@ -213,3 +213,22 @@ test('the periodic check after a partial sync finds drift against what was writt
   assertConsistent(maps);
   assert.ok(maps.services().some(([k]) => k.addr === '10.96.0.10' && k.slot === 0), 'the master is back');
 });
+
+test('a full sync of a plane that knows the maps writes what changed and converges like a fresh one', async () => {
+  const maps = new FakeMaps();
+  const dp = plane(maps);
+  const t1 = tableOf([...web(['10.244.1.10', '10.244.1.11']), service('api', { clusterIP: '10.96.0.11' }), slice('api-1', 'api', [{ ip: '10.244.1.12' }])]);
+  await sync(dp, new Map(), t1, true);
+  const t2 = tableOf([...web(['10.244.1.11', '10.244.1.13']), service('new', { clusterIP: '10.96.0.12' })]);
+  await sync(dp, t1, t2, true);
+  const fresh = new FakeMaps();
+  await sync(plane(fresh), new Map(), t2, true);
+  const view = (m: FakeMaps) => m.services().map(([k, v]) => [k.addr, k.port, k.proto, k.slot, v.count, v.flags, m.backends().get(v.backendId)?.addr ?? '']).map(String).sort();
+  assert.deepEqual(view(maps), view(fresh));
+  assertConsistent(maps);
+  // An entry changed behind its back turns the same full sync into a repair.
+  assert.ok(maps.drop(master('10.96.0.12', 80)));
+  await sync(dp, t2, t2, true);
+  assert.equal(dp.driftRepairs, 1);
+  assert.deepEqual(view(maps), view(fresh));
+});

@@ -147,21 +147,25 @@ export class EbpfDataPlane implements DataPlane {
     // else the records depend on changes rarely, and re-reads everything.
     const cfgKey = JSON.stringify([primaryNodeIP(cfg, 4), primaryNodeIP(cfg, 6), cfg.clusterCIDRs, cfg.masqueradeAll]);
     try {
-      if (opts.full || this.mustReconcile || cfgKey !== this.configKey) {
+      if (this.mustReconcile || cfgKey !== this.configKey) {
         const written = this.reconcileAll(table, cfg, addrs);
         this.configKey = cfgKey;
         return { written, bytes: 0 };
       }
-      let written = this.applyChanges(changes, cfg, addrs);
-      if (this.now() - this.lastReconcile >= this.reconcileIntervalMs) {
+      // A full sync of a plane that knows what the maps hold (every earlier sync landed) verifies
+      // the maps against that, then writes what the full diff found; it rebuilds everything only
+      // where the maps differ. Partial syncs do the same check at most every reconcileIntervalMs.
+      let written = opts.full ? 0 : this.applyChanges(changes, cfg, addrs);
+      if (opts.full || this.now() - this.lastReconcile >= this.reconcileIntervalMs) {
         const drift = this.state.drift(readKernel(this.lb!.fds, this.io));
         this.lastReconcile = this.now();
         if (drift !== null) {
           this.logger.warn('the BPF maps differ from what this agent wrote: repairing them', { drift });
           this.driftRepairs++;
-          written += this.reconcileAll(table, cfg, addrs);
+          return { written: written + this.reconcileAll(table, cfg, addrs), bytes: 0 };
         }
       }
+      if (opts.full) written += this.applyChanges(changes, cfg, addrs);
       return { written, bytes: 0 };
     } catch (e) {
       // What the maps hold is no longer known: the next sync re-reads them.

@@ -103,7 +103,8 @@ export class SocketLBState {
   private readonly kernel = new Map<string, Entry>();
   /** Frontend key -> the record programmed for it. */
   private readonly programmed = new Map<string, FrontendRecord>();
-  private readonly clusterIPClaims = new Map<string, number>();
+  /** ClusterIP -> the service ports claiming it (a set: claiming twice is harmless). */
+  private readonly clusterIPClaims = new Map<string, Set<string>>();
   private readonly kernelClusterIPs = new Set<string>();
   private readonly dirtyClusterIPs = new Set<string>();
   private readonly backendRefs = new Map<string, number>();
@@ -141,7 +142,9 @@ export class SocketLBState {
 
   claim(sp: ServicePort, cfg: ProxyConfig, addrs: readonly string[], dirty: Set<string>): void {
     if (sp.nodePort > 0) this.nodePortPorts.set(sp.id, sp);
-    this.clusterIPClaims.set(sp.clusterIP, (this.clusterIPClaims.get(sp.clusterIP) ?? 0) + 1);
+    let ports = this.clusterIPClaims.get(sp.clusterIP);
+    if (ports === undefined) this.clusterIPClaims.set(sp.clusterIP, (ports = new Set()));
+    ports.add(sp.id);
     this.dirtyClusterIPs.add(sp.clusterIP);
     for (const r of frontendRecords(sp, cfg, addrs)) {
       if (r.protocol === 'SCTP') continue;
@@ -155,9 +158,9 @@ export class SocketLBState {
   /** `addrs` must be the NodePort addresses `sp` was claimed with (a change of them is a reconcile). */
   unclaim(sp: ServicePort, cfg: ProxyConfig, addrs: readonly string[], dirty: Set<string>): void {
     if (this.nodePortPorts.get(sp.id) === sp) this.nodePortPorts.delete(sp.id);
-    const n = (this.clusterIPClaims.get(sp.clusterIP) ?? 1) - 1;
-    if (n > 0) this.clusterIPClaims.set(sp.clusterIP, n);
-    else this.clusterIPClaims.delete(sp.clusterIP);
+    const ports = this.clusterIPClaims.get(sp.clusterIP);
+    ports?.delete(sp.id);
+    if (ports?.size === 0) this.clusterIPClaims.delete(sp.clusterIP);
     this.dirtyClusterIPs.add(sp.clusterIP);
     for (const r of frontendRecords(sp, cfg, addrs)) {
       const c = this.claims.get(r.key);

@@ -4,19 +4,21 @@
 import { isAbsolute } from 'node:path';
 import type { EbpfDataPlaneOptions, LbAlgorithm } from '../dataplane/ebpf/index.js';
 import { DEFAULT_MAGLEV_TABLE_SIZE, MAGLEV_TABLE_SIZES } from '../dataplane/ebpf/maglev.js';
+import { DEFAULT_MAP_SIZES, DEFAULT_PIN_PATH } from '../dataplane/ebpf/defaults.js';
+import { LB_ALGORITHM_ANNOTATION } from '../source/decode.js';
 import { UsageError, flagBool, flagOne, type FlagSpecs, type Parsed } from './args.js';
 
 export const EBPF_PIN_FLAG: FlagSpecs = {
-  'bpf-pin-path': { value: 'DIR', help: 'eBPF: bpffs directory for pinned maps and links, root-only (default /sys/fs/bpf/rudder)' },
+  'bpf-pin-path': { value: 'DIR', help: `eBPF: bpffs directory for pinned maps and links, root-only (default ${DEFAULT_PIN_PATH})` },
 };
 
 export const EBPF_FLAGS: FlagSpecs = {
   'cgroup-root': { value: 'PATH', help: 'eBPF: the cgroup v2 directory whose processes are load-balanced at connect() (default: the cgroup v2 mount)' },
   ...EBPF_PIN_FLAG,
   'socket-lb-host-namespace-only': { boolean: true, help: 'eBPF: translate only the host namespace\'s sockets at connect(); pods\' traffic is left to the per-packet path (for service meshes)' },
-  'lb-algorithm': { value: 'random|maglev', help: `eBPF: backend selection (default random; the ${'service.rudder.io/lb-algorithm'} annotation overrides it per service)` },
+  'lb-algorithm': { value: 'random|maglev', help: `eBPF: backend selection (default random; the ${LB_ALGORITHM_ANNOTATION} annotation overrides it per service)` },
   'maglev-table-size': { value: 'PRIME', help: `eBPF: Maglev lookup table size, one of ${MAGLEV_TABLE_SIZES.join(', ')} (default ${DEFAULT_MAGLEV_TABLE_SIZE})` },
-  'bpf-lb-map-max': { value: 'N', help: 'eBPF: entries of the service map: every frontend\'s master and backend slots (default 524288)' },
+  'bpf-lb-map-max': { value: 'N', help: `eBPF: entries of the service map: every frontend's master and backend slots (default ${DEFAULT_MAP_SIZES.services})` },
 };
 
 function absolute(p: Parsed, flag: string): string | undefined {

@@ -19,37 +19,9 @@ export const BPF_FS = '/sys/fs/bpf';
 const RUN_DIR = new RegExp(`^${LAB_PREFIX}[0-9a-f]{4}$`);
 const PIN_DIR = new RegExp(`^${LAB_PREFIX}[0-9a-f]{4}-`);
 
-/**
- * The cgroup2 mount point in a /proc/self/mountinfo text, or null if there is none. Prefers a
- * mount of the hierarchy's root, so /proc/<pid>/cgroup paths are relative to the mount point.
- */
-export function parseCgroup2Mount(mountinfo: string): string | null {
-  const found: { root: string; point: string }[] = [];
-  for (const line of mountinfo.split('\n')) {
-    // id parent major:minor root mount-point options [optional fields...] - fstype source super-options
-    const dash = line.indexOf(' - ');
-    if (dash < 0) continue;
-    const left = line.slice(0, dash).split(' ');
-    const fstype = line.slice(dash + 3).split(' ')[0];
-    if (fstype !== 'cgroup2' || left.length < 5) continue;
-    found.push({ root: unescapeMountField(left[3]!), point: unescapeMountField(left[4]!) });
-  }
-  return (found.find((m) => m.root === '/') ?? found[0])?.point ?? null;
-}
+import { findCgroup2Mount } from '../util/mounts.js';
 
-/** mountinfo writes space, tab, newline and backslash as octal escapes (`\040`). */
-function unescapeMountField(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-}
-
-/** The cgroup2 mount point of this machine, or null if cgroup v2 is not mounted. Never throws. */
-export function findCgroup2Mount(): string | null {
-  try {
-    return parseCgroup2Mount(readFileSync('/proc/self/mountinfo', 'utf8'));
-  } catch {
-    return null;
-  }
-}
+export { findCgroup2Mount, parseCgroup2Mount } from '../util/mounts.js';
 
 /** Throws LabError EUNSAFE unless `dir` is a run's cgroup directory `<mount>/rd-<run>` or below it. */
 export function assertRunCgroup(mount: string, dir: string): void {

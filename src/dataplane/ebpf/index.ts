@@ -29,8 +29,10 @@
 // sync period and not only at the hourly full sync.
 
 import { readFileSync } from 'node:fs';
+import { findCgroup2Mount } from '../../util/mounts.js';
 import type { Change, ProxyConfig, ServiceTable } from '../../model/types.js';
 import { allPorts, beforeAfter } from '../../model/types.js';
+import { endpointId } from '../../model/build.js';
 import { nodePortAddresses, primaryNodeIP } from '../../model/nodeport-addresses.js';
 import type { Logger } from '../../observe/log.js';
 import { DataPlaneError, type ApplyOptions, type ApplyResult, type DataPlane, type DataPlaneCounters, type ProgrammedFrontend } from '../dataplane.js';
@@ -38,7 +40,7 @@ import { BeStatsCodec, IPPROTO, SCOPE_HOST, SVC_F, SvcStatsCodec, protoName } fr
 import { bpfMap, libbpfAvailable, netnsCookie } from './libbpf.js';
 import { checkMaglevTableSize } from './maglev.js';
 import { SyncWrites, writeConfig, type MapFds, type MapIO } from './maps.js';
-import { cgroup2Root, DEFAULT_MAP_SIZES, DEFAULT_PIN_PATH, loadSocketLB, removePins, type MapSizes, type SocketLB } from './programs.js';
+import { DEFAULT_MAP_SIZES, DEFAULT_PIN_PATH, loadSocketLB, removePins, type MapSizes, type SocketLB } from './programs.js';
 import { readKernel, readPerCpu, type KernelFrontend } from './readback.js';
 import { backendKey, LOOPBACK, SocketLBState, splitBackendKey, type Entry, type LbAlgorithm } from './state.js';
 import { StaleUdp } from './stale-udp.js';
@@ -115,7 +117,7 @@ export class EbpfDataPlane implements DataPlane {
     const why = libbpfAvailable();
     if (why !== null) throw new DataPlaneError('EUNSUPPORTED', why);
     if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) throw new DataPlaneError('EUNSUPPORTED', 'the eBPF data plane needs a little-endian host');
-    const cg = this.opts.cgroupPath ?? cgroup2Root();
+    const cg = this.opts.cgroupPath ?? findCgroup2Mount();
     if (cg === null) throw new DataPlaneError('EUNSUPPORTED', 'no cgroup v2 mount in /proc/self/mountinfo: socket load balancing attaches to a cgroup v2');
     this.cgroupPath = cg;
     const hostNamespaceOnly = this.opts.hostNamespaceOnly ?? false;
@@ -261,7 +263,6 @@ export class EbpfDataPlane implements DataPlane {
     if (this.lb === undefined) await this.init();
     const k = readKernel(this.lb!.fds, this.io);
     const out: ProgrammedFrontend[] = [];
-    const fmt = (addr: string, port: number): string => (addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`);
     const seen = new Set<string>();
     for (const fe of k.frontends) {
       const key = `${fe.addr}|${fe.port}|${protoName(fe.proto)}`;
@@ -269,12 +270,12 @@ export class EbpfDataPlane implements DataPlane {
       const rec = this.state.recordOf(key);
       const backends = fe.backendIds.map((id) => {
         const b = k.backends.get(id);
-        return b === undefined ? `missing-backend-${id}` : fmt(b.addr, b.port);
+        return b === undefined ? `missing-backend-${id}` : endpointId(b.addr, b.port);
       });
       const want = this.state.wanted(key, fe.scope);
       const drift = want === undefined ? 'not in the table' : differs(fe, k.backends, want);
       out.push({
-        service: rec?.service.id ?? '', kind: rec?.kind ?? (fe.flags & SVC_F.NODEPORT ? 'nodePort' : 'unknown'), address: fmt(fe.addr, fe.port), backends,
+        service: rec?.service.id ?? '', kind: rec?.kind ?? (fe.flags & SVC_F.NODEPORT ? 'nodePort' : 'unknown'), address: endpointId(fe.addr, fe.port), backends,
         ...(drift === '' ? {} : { drift }), id: fe.id, flags: flagNames(fe.flags), protocol: protoName(fe.proto), ...(fe.scope === SCOPE_HOST ? { scope: 'host' } : {}),
       });
     }
@@ -288,16 +289,15 @@ export class EbpfDataPlane implements DataPlane {
     const cpus = possibleCpus();
     const feBuf = Buffer.alloc(SvcStatsCodec.size * cpus);
     const beBuf = Buffer.alloc(BeStatsCodec.size * cpus);
-    const fmt = (addr: string, port: number): string => (addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`);
     const out: DataPlaneCounters = { frontends: [], backends: [], driftRepairs: this.driftRepairs };
     for (const { id, rec } of this.state.frontends()) {
       const [connections, refused, dropped] = readPerCpu(fds.rd_svc_stats, id, 3, cpus, feBuf);
-      out.frontends.push({ service: rec.service.id, kind: rec.kind, frontend: fmt(rec.ip, rec.port), protocol: rec.protocol, connections: Number(connections), refused: Number(refused), dropped: Number(dropped) });
+      out.frontends.push({ service: rec.service.id, kind: rec.kind, frontend: endpointId(rec.ip, rec.port), protocol: rec.protocol, connections: Number(connections), refused: Number(refused), dropped: Number(dropped) });
     }
     for (const [key, id] of this.state.backendIds.entries()) {
       const { ip, port, proto } = splitBackendKey(key);
       const [connections] = readPerCpu(fds.rd_be_stats, id, 1, cpus, beBuf);
-      out.backends.push({ backend: fmt(ip, port), protocol: protoName(proto), connections: Number(connections) });
+      out.backends.push({ backend: endpointId(ip, port), protocol: protoName(proto), connections: Number(connections) });
     }
     return out;
   }

@@ -108,30 +108,6 @@ export class Deletions {
 const DUMP_CHUNK = 4096;
 
 /**
- * Every key/value of a map, decoded: batched (thousands of elements per syscall) where the map
- * type allows, else one key at a time. Throws DataPlaneError EREAD.
- */
-export function dump<K, V>(fd: number, map: string, keySize: number, valueSize: number, decodeKey: (b: Buffer) => K, decodeValue: (b: Buffer) => V, io: MapIO = bpfMap): Array<[K, V]> {
-  const out: Array<[K, V]> = [];
-  const keys = Buffer.alloc(keySize * DUMP_CHUNK);
-  const values = Buffer.alloc(valueSize * DUMP_CHUNK);
-  const batched = io.lookupBatch(fd, keys, values, DUMP_CHUNK, Math.max(keySize, 8), (n) => {
-    for (let i = 0; i < n; i++) out.push([decodeKey(keys.subarray(i * keySize, (i + 1) * keySize)), decodeValue(values.subarray(i * valueSize, (i + 1) * valueSize))]);
-  }, map);
-  if (batched) return out;
-  let cur: Buffer | null = null;
-  const value = Buffer.alloc(valueSize);
-  for (;;) {
-    const next = Buffer.alloc(keySize);
-    if (!io.nextKey(fd, cur, next, map)) break;
-    // An element deleted between next_key and lookup is simply skipped.
-    if (io.lookup(fd, next, value, map)) out.push([decodeKey(next), decodeValue(value)]);
-    cur = next;
-  }
-  return out;
-}
-
-/**
  * Every element of a map as raw bytes: keys and values packed back to back, `count` elements.
  * For maps read often and decoded selectively (rd_services). Throws DataPlaneError EREAD.
  */
@@ -160,6 +136,17 @@ export function dumpRaw(fd: number, map: string, keySize: number, valueSize: num
     }
   }
   return { keys, values, count };
+}
+
+/**
+ * Every key/value of a map, decoded: batched (thousands of elements per syscall) where the map
+ * type allows, else one key at a time. Throws DataPlaneError EREAD.
+ */
+export function dump<K, V>(fd: number, map: string, keySize: number, valueSize: number, decodeKey: (b: Buffer) => K, decodeValue: (b: Buffer) => V, io: MapIO = bpfMap): Array<[K, V]> {
+  const { keys, values, count } = dumpRaw(fd, map, keySize, valueSize, io);
+  const out: Array<[K, V]> = [];
+  for (let i = 0; i < count; i++) out.push([decodeKey(keys.subarray(i * keySize, (i + 1) * keySize)), decodeValue(values.subarray(i * valueSize, (i + 1) * valueSize))]);
+  return out;
 }
 
 /** Map fds of a loaded object, by name. */

@@ -10,64 +10,30 @@
 // keep being translated while the agent is down or restarting. A link attached to another cgroup
 // than the one asked for is detached and re-attached there.
 
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, rmdirSync, statSync, unlinkSync, openSync, closeSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, rmSync, rmdirSync, statSync, unlinkSync, openSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { spawnSync } from 'node:child_process';
+import { bpffsMounts } from '../../util/mounts.js';
 import { DataPlaneError } from '../dataplane.js';
 import type { Logger } from '../../observe/log.js';
 import { BpfObject, closeFd, linkInfo, linkUpdate, mapInfo, objGet, type MapSpec } from './libbpf.js';
 import { KnobsCodec, type Knobs } from './codecs.js';
 import { MAP_NAMES, type MapFds } from './maps.js';
+import type { MapSizes } from './defaults.js';
+
+export { DEFAULT_MAP_SIZES, DEFAULT_PIN_PATH, type MapSizes } from './defaults.js';
 
 /** The compiled objects (scripts/build-bpf.sh writes them at setup). */
 export const BPF_BUILD_DIR = fileURLToPath(new URL('../../../../bpf/build/', import.meta.url));
 export const SOCK_LB_OBJECT = join(BPF_BUILD_DIR, 'sock_lb.o');
 export const SOCK_TERM_OBJECT = join(BPF_BUILD_DIR, 'sock_term.o');
 
-export const DEFAULT_PIN_PATH = '/sys/fs/bpf/rudder';
-
 /** The hooks, in attach order: reverse translation first, so no translated socket misses it. */
 export const SOCKET_HOOKS = [
   'rd_recvmsg4', 'rd_getpeername4', 'rd_recvmsg6', 'rd_getpeername6',
   'rd_connect4', 'rd_sendmsg4', 'rd_connect6', 'rd_sendmsg6',
 ] as const;
-
-export interface MapSizes {
-  /** rd_services elements: every frontend's master and backend slots. */
-  services: number;
-  backends: number;
-  /** rd_rev_sk: translated sockets remembered for recvmsg/getpeername. */
-  sockets: number;
-  affinity: number;
-  /** Maglev table size (prime). */
-  maglevTableSize: number;
-  /** Frontends that may use Maglev at once. */
-  maglevServices: number;
-}
-
-export const DEFAULT_MAP_SIZES: MapSizes = { services: 524288, backends: 262144, sockets: 262144, affinity: 65536, maglevTableSize: 16381, maglevServices: 4096 };
-
-/** Where bpffs is mounted (the pin directory must be inside one). */
-export function bpffsMounts(): string[] {
-  const out: string[] = [];
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const f = line.split(' ');
-    const sep = f.indexOf('-');
-    if (sep > 0 && f[sep + 1] === 'bpf' && f[4] !== undefined) out.push(f[4].replace(/\\040/g, ' '));
-  }
-  return out;
-}
-
-/** The cgroup v2 mount point from /proc/self/mountinfo, or null. */
-export function cgroup2Root(): string | null {
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const f = line.split(' ');
-    const sep = f.indexOf('-');
-    if (sep > 0 && f[sep + 1] === 'cgroup2' && f[4] !== undefined) return f[4].replace(/\\040/g, ' ');
-  }
-  return null;
-}
 
 const BPFFS = '/sys/fs/bpf';
 

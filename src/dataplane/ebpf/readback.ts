@@ -79,9 +79,11 @@ export function readKernel(fds: MapFds, io: MapIO = bpfMap): KernelState {
   return { frontends: [...masters.values()].map((m) => m.fe), backends, orphanSlots, clusterIPs };
 }
 
-/** Per-CPU counters of one id summed over CPUs (values are u64 fields back to back). */
+const perCpuKey = Buffer.alloc(4);
+
+/** Per-CPU counters of one id summed over CPUs (values are u64 fields back to back); `buf` holds every CPU's value. */
 export function readPerCpu(fd: number, id: number, fields: number, cpus: number, buf: Buffer): bigint[] {
-  const key = Buffer.alloc(4);
+  const key = perCpuKey;
   key.writeUInt32LE(id);
   const sums = new Array<bigint>(fields).fill(0n);
   if (!bpfMap.lookup(fd, key, buf, 'per-CPU counters')) return sums;

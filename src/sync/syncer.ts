@@ -1,6 +1,8 @@
-// One sync: take the tracker's pending changes, rebuild the touched services (or everything on a
-// full sync), diff, and hand the changes to the data plane as one transaction. A failed
-// transaction leaves the kernel as it was; the next sync is then a full one.
+// One sync: take the tracker's pending changes, rebuild the touched services (everything on the
+// first sync and when the node's configuration changes), diff, and hand the changes to the data
+// plane as one transaction. A full sync (periodic, or after a failed transaction, which leaves the
+// kernel as it was) makes the data plane reprogram or verify everything from the table; as in
+// kube-proxy, the table itself is kept up to date change by change and is not rebuilt for it.
 
 import { build, rebuildServices } from '../model/build.js';
 import { applyRebuilt, diffServices, diffSharing, mergeChanges } from '../model/diff.js';
@@ -42,6 +44,8 @@ export class Syncer {
   table = new Map<string, readonly ServicePort[]>();
   config: ProxyConfig;
   private needFull = true;
+  /** The table must be built from the tracker's objects (first sync, configuration change). */
+  private needRebuild = true;
   private lastFull = -Infinity;
   /** Changes of syncs whose transaction failed: the kernel has not seen them yet. */
   private unapplied: Change[] = [];
@@ -72,10 +76,11 @@ export class Syncer {
     const full = this.needFull || (configChanged && !addressesChanged) || start - this.lastFull >= this.o.fullSyncIntervalMs;
 
     let changes: Change[];
-    if (full) {
+    if (this.needRebuild || (configChanged && !addressesChanged)) {
       const next = build(tracker, cfg);
       changes = diffSharing(this.table, next);
       this.table = next;
+      this.needRebuild = false;
     } else {
       const rebuilt = rebuildServices(tracker, cfg, pending.services);
       changes = diffServices(this.table, rebuilt);

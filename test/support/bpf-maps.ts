@@ -94,6 +94,19 @@ export class FakeMaps implements MapIO {
     return this.m(this.fds[name]).size;
   }
 
+  /** Rewrites bytes of one element's value behind the plane's back; false if the key is absent. */
+  poke(name: (typeof MAP_NAMES)[number], key: Buffer, mutate: (value: Buffer) => void): boolean {
+    const v = this.m(this.fds[name]).get(key.toString('hex'));
+    if (v === undefined) return false;
+    mutate(v);
+    return true;
+  }
+
+  /** Every element of a map as "key=value" hex, sorted. */
+  raw(name: (typeof MAP_NAMES)[number]): string[] {
+    return [...this.m(this.fds[name]).entries()].map(([k, v]) => `${k}=${v.toString('hex')}`).sort();
+  }
+
   /** Deletes one rd_services entry behind the plane's back (drift). */
   drop(key: SvcKey): boolean {
     const b = Buffer.alloc(SvcKeyCodec.size);

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EbpfDataPlane } from '../../src/dataplane/ebpf/index.js';
-import { SCOPE_HOST, SCOPE_INT, SVC_F, SvcKeyCodec, type SvcKey } from '../../src/dataplane/ebpf/codecs.js';
+import { BackendCodec, SCOPE_HOST, SCOPE_INT, SVC_F, SvcKeyCodec, SvcValCodec, type SvcKey } from '../../src/dataplane/ebpf/codecs.js';
 import { DataPlaneError } from '../../src/dataplane/dataplane.js';
 import { build } from '../../src/model/build.js';
 import { diff } from '../../src/model/diff.js';
@@ -232,3 +232,35 @@ test('a full sync of a plane that knows the maps writes what changed and converg
   assert.equal(dp.driftRepairs, 1);
   assert.deepEqual(view(maps), view(fresh));
 });
+
+for (const what of ['a master\'s unused backend field', 'a backend\'s flags'] as const) {
+  test(`bytes the decoded picture does not show (${what}) are found by the digest and written again, once`, async () => {
+    const maps = new FakeMaps();
+    let now = 0;
+    const dp = new EbpfDataPlane({ config: CFG, logger: memoryLogger(), maps: { fds: maps.fds, io: maps }, reconcileIntervalMs: 30_000, now: () => now });
+    const t = tableOf(web(['10.244.1.10', '10.244.1.11']));
+    await sync(dp, new Map(), t, true);
+    const clean = { services: maps.raw('rd_services'), backends: maps.raw('rd_backends') };
+    if (what === 'a master\'s unused backend field') {
+      const mk = Buffer.alloc(SvcKeyCodec.size);
+      SvcKeyCodec.encode(master('10.96.0.10', 80), mk);
+      assert.ok(maps.poke('rd_services', mk, (v) => v.writeUInt32LE(7, SvcValCodec.offsets.backend_id)));
+    } else {
+      const [beKey] = clean.backends[0]!.split('=');
+      assert.ok(maps.poke('rd_backends', Buffer.from(beKey!, 'hex'), (v) => { v[BackendCodec.offsets.flags] = 0x80; }));
+    }
+    assert.deepEqual((await dp.programmed()).filter((f) => f.drift !== undefined), [], 'the decoded comparison sees nothing');
+    now = 31_000;
+    const r = await dp.apply([], t, { full: false });
+    assert.equal(dp.driftRepairs, 1);
+    assert.ok(r.written > 0);
+    assertConsistent(maps);
+    assert.ok(maps.services().every(([k, v]) => k.slot > 0 || v.backendId === 0), 'every master\'s backend field is 0 again');
+    assert.ok([...maps.backends().values()].every((b) => b.flags === 0), 'no backend carries flags');
+    assert.equal(maps.raw('rd_services').length, clean.services.length);
+    assert.equal(maps.raw('rd_backends').length, clean.backends.length);
+    now = 62_000;
+    assert.equal((await dp.apply([], t, { full: false })).written, 0, 'the repair converged: the next check finds nothing');
+    assert.equal(dp.driftRepairs, 1);
+  });
+}

@@ -180,3 +180,20 @@ test('a change of the node\'s local addresses alone is a partial sync that says 
   await syncer.sync();
   assert.deepEqual(dp.applies.map((a) => [a.full, a.addressesChanged]), [[true, false], [false, true], [true, false]]);
 });
+
+test('the periodic full sync reprograms everything from the table kept up to date change by change, with the changes pending at that moment', async () => {
+  let t = 0;
+  const { tracker, syncer, dp } = setup(new FakeDataPlane(), { fullSyncIntervalMs: 60_000, now: () => t });
+  tracker.handle({ type: 'synced', kind: 'Service', keys: [] });
+  tracker.handle({ type: 'synced', kind: 'EndpointSlice', keys: [] });
+  tracker.handle({ type: 'upsert', object: service('a', { clusterIP: '10.96.0.1' }) });
+  tracker.handle({ type: 'upsert', object: service('b', { clusterIP: '10.96.0.2' }) });
+  await syncer.sync();
+  t += 61_000;
+  tracker.handle({ type: 'upsert', object: slice('b-1', 'b', [{ ip: '10.244.1.2' }]) });
+  const r = await syncer.sync();
+  assert.deepEqual(r && { full: r.full, changes: r.changes }, { full: true, changes: 1 });
+  assert.equal(dp.applies.at(-1)?.full, true);
+  assert.deepEqual(dp.state, expectedState(syncer.table));
+  assert.deepEqual(dp.state.get('default/b:http/TCP|clusterIP|10.96.0.2:80')?.backends, ['10.244.1.2:8080']);
+});

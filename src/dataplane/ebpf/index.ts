@@ -21,12 +21,14 @@
 // count pointing past its written slots. A failed write throws DataPlaneError EAPPLY; the next
 // sync is full, which re-reads the maps and rewrites whatever differs from the table.
 //
-// Full syncs (startup, periodic, after a failure) reconcile against read-back: the maps are
-// dumped, what matches the table is left alone, the rest is written or deleted. That is how a
-// restarted agent adopts the previous one's state without touching a working entry, and how a
-// map entry deleted behind the agent's back is restored. Besides, the plane re-reads the maps at
-// most every `reconcileIntervalMs` on an otherwise idle sync, so drift is repaired within one
-// sync period and not only at the hourly full sync.
+// The first sync, and any sync after a failed one, reconciles against read-back: the maps are
+// dumped and decoded, what matches the table is left alone, the rest is written or deleted. That
+// is how a restarted agent adopts the previous one's state without touching a working entry.
+// Later full syncs, and partial ones at most every `reconcileIntervalMs`, verify instead: the
+// maps are dumped raw and compared with what this plane wrote by an order-independent digest
+// (digest.ts), with no decoding; only a difference makes the plane decode, say what differs, and
+// reconcile. So a map entry deleted behind the agent's back is restored within one sync period,
+// and verifying 10,000 services costs the dump and a hash per element.
 
 import { readFileSync } from 'node:fs';
 import { findCgroup2Mount } from '../../util/mounts.js';
@@ -36,10 +38,10 @@ import { endpointId } from '../../model/build.js';
 import { nodePortAddresses, primaryNodeIP } from '../../model/nodeport-addresses.js';
 import type { Logger } from '../../observe/log.js';
 import { DataPlaneError, type ApplyOptions, type ApplyResult, type DataPlane, type DataPlaneCounters, type ProgrammedFrontend } from '../dataplane.js';
-import { BeStatsCodec, IPPROTO, SCOPE_HOST, SVC_F, SvcStatsCodec, protoName } from './codecs.js';
+import { BackendCodec, BeStatsCodec, IPPROTO, SCOPE_HOST, SVC_F, SrcRangeKeyCodec, SvcKeyCodec, SvcStatsCodec, SvcValCodec, protoName } from './codecs.js';
 import { bpfMap, libbpfAvailable, netnsCookie } from './libbpf.js';
 import { checkMaglevTableSize } from './maglev.js';
-import { SyncWrites, writeConfig, type MapFds, type MapIO } from './maps.js';
+import { dumpRaw, SyncWrites, writeConfig, type MapFds, type MapIO } from './maps.js';
 import { DEFAULT_MAP_SIZES, DEFAULT_PIN_PATH, loadSocketLB, removePins, type MapSizes, type SocketLB } from './programs.js';
 import { readKernel, readPerCpu, type KernelFrontend } from './readback.js';
 import { backendKey, LOOPBACK, SocketLBState, splitBackendKey, type Entry, type LbAlgorithm } from './state.js';
@@ -159,12 +161,16 @@ export class EbpfDataPlane implements DataPlane {
       // where the maps differ. Partial syncs do the same check at most every reconcileIntervalMs.
       let written = opts.full ? 0 : this.applyChanges(changes, cfg, addrs);
       if (opts.full || this.now() - this.lastReconcile >= this.reconcileIntervalMs) {
-        const drift = this.state.drift(readKernel(this.lb!.fds, this.io));
+        const bad = this.verifyMaps();
         this.lastReconcile = this.now();
-        if (drift !== null) {
-          this.logger.warn('the BPF maps differ from what this agent wrote: repairing them', { drift });
+        if (bad !== null) {
+          // Say what differs; where the decoded picture shows nothing, the bytes differ in a way
+          // only the digest sees, and everything is written again.
+          const drift = this.state.drift(readKernel(this.lb!.fds, this.io));
+          this.logger.warn('the BPF maps differ from what this agent wrote: repairing them', { drift: drift ?? bad });
           this.driftRepairs++;
-          return { written: written + this.reconcileAll(table, cfg, addrs), bytes: 0 };
+          this.mustReconcile = true;
+          return { written: written + this.reconcileAll(table, cfg, addrs, drift === null), bytes: 0 };
         }
       }
       if (opts.full) written += this.applyChanges(changes, cfg, addrs);
@@ -180,8 +186,21 @@ export class EbpfDataPlane implements DataPlane {
   driftRepairs = 0;
   private mustReconcile = true;
 
-  /** Reads the maps back, adopts them, and writes whatever differs from the table. */
-  private reconcileAll(table: ServiceTable, cfg: ProxyConfig, addrs: string[]): number {
+  /** Whether the maps hold exactly what this plane wrote (null), by digest; else what differs. Throws DataPlaneError EREAD. */
+  private verifyMaps(): string | null {
+    const { fds } = this.lb!;
+    return this.state.verify({
+      services: dumpRaw(fds.rd_services, 'rd_services', SvcKeyCodec.size, SvcValCodec.size, this.io),
+      backends: dumpRaw(fds.rd_backends, 'rd_backends', 4, BackendCodec.size, this.io),
+      ranges: dumpRaw(fds.rd_src_ranges, 'rd_src_ranges', SrcRangeKeyCodec.size, 1, this.io),
+    });
+  }
+
+  /**
+   * Reads the maps back, adopts them, and writes whatever differs from the table (with `rewrite`,
+   * every element of it).
+   */
+  private reconcileAll(table: ServiceTable, cfg: ProxyConfig, addrs: string[], rewrite = false): number {
     const lb = this.lb!;
     const st = this.state;
     const w = this.writes(lb.fds);
@@ -203,8 +222,9 @@ export class EbpfDataPlane implements DataPlane {
     for (const k of st.kernelKeys()) dirty.add(k);
     writeConfig(lb.fds.rd_config_map, primaryNodeIP(cfg, 4), primaryNodeIP(cfg, 6), this.io);
     const gone: string[] = [];
-    for (const key of dirty) st.reconcile(key, w, gone);
-    st.reconcileClusterIPs(true, w);
+    if (rewrite) st.rewriteBackends(w);
+    for (const key of dirty) st.reconcile(key, w, gone, rewrite);
+    st.reconcileClusterIPs(true, w, rewrite);
     written += w.flush();
     st.settle();
     this.mustReconcile = false;

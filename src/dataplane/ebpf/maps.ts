@@ -4,6 +4,7 @@
 // entries. Map writes are not one transaction, so callers order them: backends, then slots, then
 // masters; the reverse on delete (see the EbpfDataPlane header).
 
+import { elementHash } from './digest.js';
 import { bpfMap } from './libbpf.js';
 import {
   AffMatchCodec, BackendCodec, ConfigCodec, RevNatCodec, SrcRangeKeyCodec, SvcKeyCodec, SvcValCodec,
@@ -186,10 +187,12 @@ export class SyncWrites {
     this.delBackends = new Deletions('rd_backends', fds.rd_backends, 4, io);
   }
 
-  backend(id: number, b: Backend): void {
+  /** Queues a backend; returns the hash of the element as written (digest.ts). */
+  backend(id: number, b: Backend): number {
     const i = this.backends.reserve();
     this.backends.keyBuf.writeUInt32LE(id, i * 4);
     BackendCodec.encode(b, this.backends.valueBuf, i * BackendCodec.size);
+    return elementHash(this.backends.keyBuf, i * 4, 4, this.backends.valueBuf, i * BackendCodec.size, BackendCodec.size);
   }
 
   revNatEntry(id: number, r: RevNat): void {
@@ -198,17 +201,24 @@ export class SyncWrites {
     RevNatCodec.encode(r, this.revNat.valueBuf, i * RevNatCodec.size);
   }
 
-  /** A backend slot of a frontend: slot `slot` of (addr, port, proto, scope) holds `backendId`. */
-  slot(addr: string, port: number, proto: number, scope: number, slot: number, backendId: number, revNatId: number): void {
+  /** A backend slot of a frontend: slot `slot` of (addr, port, proto, scope) holds `backendId`. Returns the element's hash. */
+  slot(addr: string, port: number, proto: number, scope: number, slot: number, backendId: number, revNatId: number): number {
     const i = this.slots.reserve();
-    SvcKeyCodec.encodeFields(addr, port, slot, proto, scope, this.slots.keyBuf, i * SvcKeyCodec.size);
-    SvcValCodec.encodeFields(backendId, 0, 0, revNatId, 0, this.slots.valueBuf, i * SvcValCodec.size);
+    const ko = i * SvcKeyCodec.size;
+    const vo = i * SvcValCodec.size;
+    SvcKeyCodec.encodeFields(addr, port, slot, proto, scope, this.slots.keyBuf, ko);
+    SvcValCodec.encodeFields(backendId, 0, 0, revNatId, 0, this.slots.valueBuf, vo);
+    return elementHash(this.slots.keyBuf, ko, SvcKeyCodec.size, this.slots.valueBuf, vo, SvcValCodec.size);
   }
 
-  master(key: SvcKey, val: SvcVal): void {
+  /** Returns the element's hash. */
+  master(key: SvcKey, val: SvcVal): number {
     const i = this.masters.reserve();
-    SvcKeyCodec.encode(key, this.masters.keyBuf, i * SvcKeyCodec.size);
-    SvcValCodec.encode(val, this.masters.valueBuf, i * SvcValCodec.size);
+    const ko = i * SvcKeyCodec.size;
+    const vo = i * SvcValCodec.size;
+    SvcKeyCodec.encode(key, this.masters.keyBuf, ko);
+    SvcValCodec.encode(val, this.masters.valueBuf, vo);
+    return elementHash(this.masters.keyBuf, ko, SvcKeyCodec.size, this.masters.valueBuf, vo, SvcValCodec.size);
   }
 
   /** Deletes slots from..to (inclusive) of a frontend. */

@@ -12,11 +12,19 @@
 
 import { frontendRecords, outranks, type FrontendPath, type FrontendRecord } from '../../model/frontends.js';
 import type { ProxyConfig, ServicePort } from '../../model/types.js';
-import { AffMatchCodec, IPPROTO, SCOPE_HOST, SCOPE_INT, SrcRangeKeyCodec, SVC_F, SvcKeyCodec, protoName, type SvcKey } from './codecs.js';
+import { AffMatchCodec, BackendCodec, IPPROTO, SCOPE_EXT, SCOPE_HOST, SCOPE_INT, SrcRangeKeyCodec, SVC_F, SvcKeyCodec, SvcValCodec, protoName, type SvcKey } from './codecs.js';
+import { Digest, dumpDigest, elementHash, sumHashes } from './digest.js';
 import { IdAllocator } from './ids.js';
 import { maglevTable } from './maglev.js';
 import type { SyncWrites } from './maps.js';
 import type { KernelFrontend, KernelState } from './readback.js';
+
+/** A map dumped as raw bytes: keys and values back to back. */
+export interface RawDump {
+  keys: Buffer;
+  values: Buffer;
+  count: number;
+}
 
 export type LbAlgorithm = 'random' | 'maglev';
 
@@ -244,8 +252,12 @@ export class SocketLBState {
 
   // ---- reconcile -------------------------------------------------------------------------------
 
-  /** Queues the writes that bring one frontend key to what the claims want; `gone` collects removed backends. */
-  reconcile(key: string, w: SyncWrites, gone: string[]): void {
+  /**
+   * Queues the writes that bring one frontend key to what the claims want; `gone` collects removed
+   * backends. `rewrite` writes every element of a wanted entry even where the picture of the maps
+   * says it holds (for maps whose bytes differ in ways the picture does not show).
+   */
+  reconcile(key: string, w: SyncWrites, gone: string[], rewrite = false): void {
     const rec = this.winner(key);
     const id = rec === undefined ? this.frontendIds.get(key) : this.frontendIds.acquire(key);
     const wants = rec === undefined || id === undefined ? [] : this.desired(rec, id);
@@ -254,11 +266,11 @@ export class SocketLBState {
       const want = wants.find((e) => e.scope === scope);
       if (want === undefined) {
         if (have !== undefined) this.remove(key, have, w, gone);
-      } else if (have === undefined || (have !== want && !sameEntry(have, want))) {
-        this.write(key, have, want, w, gone);
+      } else if (have === undefined || rewrite || (have !== want && !sameEntry(have, want))) {
+        this.write(key, have, want, w, gone, rewrite);
       } else if (have !== want) {
         // Equal but read back: keep the wanted object, so the next reconcile compares identities.
-        this.kernel.set(entryKey(key, scope), want);
+        this.setKernel(entryKey(key, scope), want);
       }
     }
     if (rec === undefined) {
@@ -269,20 +281,26 @@ export class SocketLBState {
     }
   }
 
-  private write(key: string, have: Entry | undefined, want: Entry, w: SyncWrites, gone: string[]): void {
+  private write(key: string, have: Entry | undefined, want: Entry, w: SyncWrites, gone: string[], rewrite: boolean): void {
     const master: SvcKey = { addr: want.addr, port: want.port, slot: 0, proto: want.proto, scope: want.scope };
     for (const t of want.targets ?? []) this.refBackend(t, w);
     // Only the slots whose backend changed (slots are never renumbered, so the rest hold).
-    const sameId = have !== undefined && have.id === want.id;
+    const sameId = have !== undefined && have.id === want.id && !rewrite;
+    // The entry's digest comes with the writes when every element is written (else verify() computes it).
+    let svcHash = 0;
+    let complete = true;
     for (let i = 0; i < want.backends.length; i++) {
-      if (sameId && have.backends[i] === want.backends[i]) continue;
-      w.slot(want.addr, want.port, want.proto, want.scope, i + 1, this.backendIds.get(want.backends[i]!)!, want.id);
+      if (sameId && have.backends[i] === want.backends[i]) {
+        complete = false;
+        continue;
+      }
+      svcHash = sumHashes(svcHash, w.slot(want.addr, want.port, want.proto, want.scope, i + 1, this.backendIds.get(want.backends[i]!)!, want.id));
     }
-    w.master(master, { backendId: 0, count: want.backends.length, flags: want.flags, revNatId: want.id, affinityTimeout: want.affinityTimeout });
+    svcHash = sumHashes(svcHash, w.master(master, { backendId: 0, count: want.backends.length, flags: want.flags, revNatId: want.id, affinityTimeout: want.affinityTimeout }));
     if (want.scope === SCOPE_INT) {
-      if (have === undefined || have.id !== want.id) w.revNatEntry(want.id, { addr: want.addr, port: want.port });
-      this.syncAffinity(have, want, w);
-      this.syncRanges(have, want, w);
+      if (have === undefined || have.id !== want.id || rewrite) w.revNatEntry(want.id, { addr: want.addr, port: want.port });
+      this.syncAffinity(rewrite ? undefined : have, want, w);
+      this.syncRanges(rewrite ? undefined : have, want, w);
       if (want.flags & SVC_F.MAGLEV) {
         w.maglev.push({ id: want.id, table: maglevTable(want.backends.map((b) => ({ key: b, id: this.backendIds.get(b)! })), this.maglevTableSize) });
       } else if (have !== undefined && have.flags & SVC_F.MAGLEV) {
@@ -293,7 +311,9 @@ export class SocketLBState {
       w.deleteSlots(want.addr, want.port, want.proto, want.scope, want.backends.length + 1, have.backends.length);
       this.unrefBackends(have.backends, w, gone);
     }
-    this.kernel.set(entryKey(key, want.scope), want);
+    const ek = entryKey(key, want.scope);
+    this.setKernel(ek, want);
+    if (complete) this.entryDigests.set(ek, { svc: svcHash, ranges: this.rangesDigest(want) });
   }
 
   private remove(key: string, have: Entry, w: SyncWrites, gone: string[]): void {
@@ -307,12 +327,17 @@ export class SocketLBState {
       this.syncRanges(have, undefined, w);
     }
     this.unrefBackends(have.backends, w, gone);
-    this.kernel.delete(entryKey(key, have.scope));
+    const ek = entryKey(key, have.scope);
+    this.kernel.delete(ek);
+    this.entryDigests.delete(ek);
   }
 
   private refBackend(t: Target, w: SyncWrites): void {
     const n = this.backendRefs.get(t.key) ?? 0;
-    if (n === 0 && this.backendIds.get(t.key) === undefined) w.backend(this.backendIds.acquire(t.key), { addr: t.ip, port: t.port, proto: t.proto, flags: 0 });
+    if (n === 0 && this.backendIds.get(t.key) === undefined) {
+      const id = this.backendIds.acquire(t.key);
+      this.backendDigests.set(id, w.backend(id, { addr: t.ip, port: t.port, proto: t.proto, flags: 0 }));
+    }
     this.backendRefs.set(t.key, n + 1);
   }
 
@@ -325,7 +350,10 @@ export class SocketLBState {
       }
       this.backendRefs.delete(b);
       const id = this.backendIds.get(b);
-      if (id !== undefined) w.delBackends.add((k, o) => k.writeUInt32LE(id, o));
+      if (id !== undefined) {
+        w.delBackends.add((k, o) => k.writeUInt32LE(id, o));
+        this.backendDigests.delete(id);
+      }
       this.backendIds.release(b);
       gone.push(b);
     }
@@ -354,27 +382,122 @@ export class SocketLBState {
     for (const r of before) if (!after.includes(r) || renumbered) w.delSrcRanges.add((k, o) => SrcRangeKeyCodec.encode(have!.id, r, k, o));
   }
 
-  /** Writes or deletes the catch-all entries of the ClusterIPs that changed (every one when `all`). */
-  reconcileClusterIPs(all: boolean, w: SyncWrites): void {
+  /** Writes or deletes the catch-all entries of the ClusterIPs that changed (every one when `all`; `rewrite` writes even those the maps hold). */
+  reconcileClusterIPs(all: boolean, w: SyncWrites, rewrite = false): void {
     const ips = all ? new Set([...this.clusterIPClaims.keys(), ...this.kernelClusterIPs]) : this.dirtyClusterIPs;
     for (const ip of ips) {
       const key: SvcKey = { addr: ip, port: 0, slot: 0, proto: 0, scope: SCOPE_INT };
       const want = this.clusterIPClaims.has(ip);
-      if (want && !this.kernelClusterIPs.has(ip)) {
+      if (want && (rewrite || !this.kernelClusterIPs.has(ip))) {
         w.master(key, { backendId: 0, count: 0, flags: SVC_F.REJECT, revNatId: 0, affinityTimeout: 0 });
         this.kernelClusterIPs.add(ip);
       } else if (!want && this.kernelClusterIPs.has(ip)) {
         w.delMasters.add((k, o) => SvcKeyCodec.encode(key, k, o));
         this.kernelClusterIPs.delete(ip);
+        this.catchAllDigests.delete(ip);
       }
     }
     this.dirtyClusterIPs.clear();
+  }
+
+  /** Writes every backend again (with `rewrite` reconciles: bytes the picture does not show). */
+  rewriteBackends(w: SyncWrites): void {
+    for (const [key, id] of this.backendIds.entries()) {
+      const b = splitBackendKey(key);
+      this.backendDigests.set(id, w.backend(id, { addr: b.ip, port: b.port, proto: b.proto, flags: 0 }));
+    }
   }
 
   /** After the writes of a sync landed: ids freed by it may be handed out again. */
   settle(): void {
     this.frontendIds.settle();
     this.backendIds.settle();
+  }
+
+  // ---- verification by digest ---------------------------------------------------------------
+
+  private setKernel(ek: string, e: Entry): void {
+    this.kernel.set(ek, e);
+    this.entryDigests.delete(ek);
+  }
+
+  /** Per kernel entry: the hashes of its rd_services elements and of its rd_src_ranges elements (null: a slot names an unknown backend). */
+  private readonly entryDigests = new Map<string, { svc: number; ranges: number } | null>();
+  /** Per backend id: the hash of its rd_backends element, kept from the write (or adoption) on. */
+  private readonly backendDigests = new Map<number, number>();
+  /** Per ClusterIP: the hash of its catch-all element. */
+  private readonly catchAllDigests = new Map<string, number>();
+  private readonly dk = Buffer.alloc(SvcKeyCodec.size);
+  private readonly dv = Buffer.alloc(Math.max(SvcValCodec.size, BackendCodec.size));
+
+  /** The elements one entry stands for, encoded as the writes encode them, hashed. */
+  /** The summed hashes of the master and slots (1 + backends elements) and of the ranges. */
+  private digestOf(e: Entry): { svc: number; ranges: number } | null {
+    const { dk: k, dv: v } = this;
+    SvcKeyCodec.encodeFields(e.addr, e.port, 0, e.proto, e.scope, k, 0);
+    SvcValCodec.encodeFields(0, e.backends.length, e.flags, e.id, e.affinityTimeout, v, 0);
+    let svc = elementHash(k, 0, SvcKeyCodec.size, v, 0, SvcValCodec.size);
+    for (let i = 0; i < e.backends.length; i++) {
+      const bid = this.backendIds.get(e.backends[i]!);
+      if (bid === undefined) return null;
+      k.writeUInt16LE(i + 1, SvcKeyCodec.offsets.slot);
+      SvcValCodec.encodeFields(bid, 0, 0, e.id, 0, v, 0);
+      svc = sumHashes(svc, elementHash(k, 0, SvcKeyCodec.size, v, 0, SvcValCodec.size));
+    }
+    return { svc, ranges: this.rangesDigest(e) };
+  }
+
+  private rangesDigest(e: Entry): number {
+    let h = 0;
+    if (e.ranges.length === 0) return h;
+    const { dk: k, dv: v } = this;
+    v[0] = 1;
+    for (const r of e.ranges) {
+      SrcRangeKeyCodec.encode(e.id, r, k, 0);
+      h = sumHashes(h, elementHash(k, 0, SrcRangeKeyCodec.size, v, 0, 1));
+    }
+    return h;
+  }
+
+  /**
+   * Whether raw dumps of rd_services, rd_backends and rd_src_ranges hold exactly what this state
+   * wrote: null if so, else the first map that differs. Costs a hash per element and no decoding;
+   * per-entry hashes are cached until the entry is rewritten.
+   */
+  verify(d: { services: RawDump; backends: RawDump; ranges: RawDump }): string | null {
+    const svc = new Digest();
+    const ranges = new Digest();
+    for (const [ek, e] of this.kernel) {
+      let h = this.entryDigests.get(ek);
+      if (h === undefined) this.entryDigests.set(ek, (h = this.digestOf(e)));
+      if (h === null) return `${ek.slice(0, ek.lastIndexOf('#'))} names a backend this agent holds no id for`;
+      svc.add(h.svc, 1 + e.backends.length);
+      ranges.add(h.ranges, e.ranges.length);
+    }
+    const { dk: k, dv: v } = this;
+    for (const ip of this.kernelClusterIPs) {
+      let h = this.catchAllDigests.get(ip);
+      if (h === undefined) {
+        SvcKeyCodec.encodeFields(ip, 0, 0, 0, SCOPE_INT, k, 0);
+        SvcValCodec.encodeFields(0, 0, SVC_F.REJECT, 0, 0, v, 0);
+        this.catchAllDigests.set(ip, (h = elementHash(k, 0, SvcKeyCodec.size, v, 0, SvcValCodec.size)));
+      }
+      svc.add(h);
+    }
+    const backends = new Digest();
+    for (const [key, id] of this.backendIds.entries()) {
+      const h = this.backendDigests.get(id);
+      if (h === undefined) return `backend ${key} has no digest`;
+      backends.add(h);
+    }
+    // SCOPE_EXT entries belong to the per-packet path.
+    const have = dumpDigest(d.services, SvcKeyCodec.size, SvcValCodec.size, SvcKeyCodec.offsets.scope, SCOPE_EXT);
+    if (!have.equals(svc)) return `rd_services holds ${have.count} entries of this path, ${svc.count} written, or other contents`;
+    const haveBe = dumpDigest(d.backends, 4, BackendCodec.size);
+    if (!haveBe.equals(backends)) return `rd_backends holds ${haveBe.count} backends, ${backends.count} written, or other contents`;
+    const haveR = dumpDigest(d.ranges, SrcRangeKeyCodec.size, 1);
+    if (!haveR.equals(ranges)) return `rd_src_ranges holds ${haveR.count} ranges, ${ranges.count} written, or other contents`;
+    return null;
   }
 
   /**
@@ -407,6 +530,9 @@ export class SocketLBState {
    */
   adopt(k: KernelState, w: SyncWrites): void {
     this.kernel.clear();
+    this.entryDigests.clear();
+    this.backendDigests.clear();
+    this.catchAllDigests.clear();
     this.programmed.clear();
     this.backendRefs.clear();
     this.frontendIds.clear();
@@ -414,7 +540,14 @@ export class SocketLBState {
     this.kernelClusterIPs.clear();
     for (const ip of k.clusterIPs) this.kernelClusterIPs.add(ip);
     for (const [id, b] of k.backends) {
-      if (!this.backendIds.adopt(backendKey(b.addr, b.port, b.proto), id)) w.delBackends.add((buf, o) => buf.writeUInt32LE(id, o));
+      // Backends carry no flags this agent sets: one with other bytes is rewritten under a new id.
+      if (b.flags !== 0 || !this.backendIds.adopt(backendKey(b.addr, b.port, b.proto), id)) {
+        w.delBackends.add((buf, o) => buf.writeUInt32LE(id, o));
+        continue;
+      }
+      this.dk.writeUInt32LE(id, 0);
+      BackendCodec.encode(b, this.dv, 0);
+      this.backendDigests.set(id, elementHash(this.dk, 0, 4, this.dv, 0, BackendCodec.size));
     }
     for (const fe of k.frontends) this.adoptFrontend(fe, w);
     for (const slot of k.orphanSlots) w.delSlots.add((buf, o) => SvcKeyCodec.encode(slot, buf, o));
@@ -423,6 +556,7 @@ export class SocketLBState {
       if (key !== undefined && !this.backendRefs.has(key)) {
         w.delBackends.add((buf, o) => buf.writeUInt32LE(id, o));
         this.backendIds.release(key);
+        this.backendDigests.delete(id);
       }
     }
   }
@@ -437,6 +571,6 @@ export class SocketLBState {
     }
     const backends = fe.backendIds.map((bid) => this.backendIds.keyOf(bid) ?? `missing|${bid}|0`);
     for (const b of backends) this.backendRefs.set(b, (this.backendRefs.get(b) ?? 0) + 1);
-    this.kernel.set(entryKey(key, fe.scope), { scope: fe.scope, id: fe.id, addr: fe.addr, port: fe.port, proto: fe.proto, flags: fe.flags, affinityTimeout: fe.affinityTimeout, backends, ranges: fe.scope === SCOPE_INT ? fe.ranges : [] });
+    this.setKernel(entryKey(key, fe.scope), { scope: fe.scope, id: fe.id, addr: fe.addr, port: fe.port, proto: fe.proto, flags: fe.flags, affinityTimeout: fe.affinityTimeout, backends, ranges: fe.scope === SCOPE_INT ? fe.ranges : [] });
   }
 }

@@ -41,6 +41,10 @@
 #define RD_F_NODEPORT   (1 << 5) /* a NodePort frontend */
 #define RD_F_LOOPBACK   (1 << 6) /* a NodePort on 127.0.0.1 / ::1: the host namespace only */
 #define RD_F_SRC_NODE_OK (1 << 7) /* the node's primary address is inside the source ranges */
+#define RD_F_MASQ       (1 << 8) /* per-packet path: source-NAT to the node for a remote backend */
+
+/* rd_backend.flags */
+#define RD_BE_LOCAL     (1 << 0) /* the backend runs on this node */
 
 union rd_addr {
 	__u8 b[16];
@@ -121,16 +125,30 @@ struct rd_src_range_key {
 	union rd_addr addr;
 };
 
+/* rd_config.flags */
+#define RD_CFG_MASQ_OFF_CLUSTER4 (1 << 0) /* per-packet path: a frontend without an external entry
+					   * masquerades (to remote backends), IPv4 */
+#define RD_CFG_MASQ_OFF_CLUSTER6 (1 << 1) /* the same for IPv6 */
+
 struct rd_config {
-	union rd_addr node_ip4; /* primary node address of each family (source-range checks) */
+	union rd_addr node_ip4; /* primary node address of each family (source ranges, SNAT) */
 	union rd_addr node_ip6;
+	__u32 flags;
 };
 
-/* The object's read-only knobs (one struct, so its layout is checked like the maps'). */
+/* The objects' read-only knobs (one struct, so its layout is checked like the maps'). */
 struct rd_knobs {
 	__u64 host_netns_cookie; /* the node's own network namespace: loopback NodePorts */
 	__u32 host_ns_only;      /* translate only the host namespace's sockets */
 	__u32 maglev_m;          /* Maglev table size (a prime) */
+	/* Per-packet path: connection tracking timeouts (seconds) and the source-NAT port range. */
+	__u32 ct_tcp_syn;
+	__u32 ct_tcp_established;
+	__u32 ct_tcp_closing;
+	__u32 ct_udp;
+	__u16 snat_port_min;
+	__u16 snat_port_max;
+	__u32 pad;
 };
 
 struct rd_svc_stats {

@@ -10,7 +10,7 @@ import { Metrics } from '../observe/metrics.js';
 import { startAdmin } from '../observe/server.js';
 import { FileSource } from '../source/files.js';
 import { KubernetesSource } from '../source/kubernetes.js';
-import { readLocalAddresses, watchLocalAddresses } from '../source/local-addresses.js';
+import { readDevicesHolding, readLocalAddresses, watchLocalAddresses } from '../source/local-addresses.js';
 import type { Source } from '../source/objects.js';
 import { BoundedFrequencyRunner } from '../sync/runner.js';
 import { Syncer } from '../sync/syncer.js';
@@ -114,6 +114,20 @@ export function agentSettings(p: Parsed): AgentSettings {
   };
 }
 
+/**
+ * The eBPF options with the per-packet path's devices: as given, or the interfaces holding the
+ * node IPs (none found: socket LB only, said once).
+ */
+async function withDevices(o: AgentSettings['ebpf'], nodeIPs: readonly string[], log: Logger): Promise<AgentSettings['ebpf']> {
+  if (o.devices !== undefined) return o;
+  const devices = nodeIPs.length === 0 ? [] : await readDevicesHolding(nodeIPs).catch((e: Error) => {
+    log.warn('could not find the interfaces holding the node IPs', { error: e });
+    return [];
+  });
+  if (devices.length === 0) log.warn('no interface holds a node IP (--node-ip): the eBPF per-packet path stays off; pass --devices to choose interfaces', { nodeIPs: nodeIPs.join(',') });
+  return { ...o, devices };
+}
+
 /** Runs until SIGTERM/SIGINT. Resolves with the exit code. */
 export async function runAgent(s: AgentSettings, logger: Logger = createLogger({ level: s.logLevel, json: s.logJSON })): Promise<number> {
   const log = logger.child({ node: s.flags.nodeName });
@@ -126,7 +140,8 @@ export async function runAgent(s: AgentSettings, logger: Logger = createLogger({
     return [];
   });
   const configFor = (node: Parameters<typeof proxyConfig>[1]) => ({ ...proxyConfig(s.flags, node), localAddresses });
-  const dataplane = await createDataPlane(s.dataplane, { config: () => syncer.config, logger: log.child({ dataplane: s.dataplane }), ebpf: s.ebpf });
+  const ebpf = s.dataplane === 'ebpf' ? await withDevices(s.ebpf, proxyConfig(s.flags, null).nodeIPs, log) : s.ebpf;
+  const dataplane = await createDataPlane(s.dataplane, { config: () => syncer.config, logger: log.child({ dataplane: s.dataplane }), ebpf });
   const serviceHealth = new ServiceHealthServers({
     // With --nodeport-addresses, only those node addresses, as NodePorts; else every address.
     addresses: () => (syncer.config.nodePortAddresses.length > 0 ? nodePortAddresses(syncer.config) : []),

@@ -4,7 +4,7 @@
 import { isAbsolute } from 'node:path';
 import type { EbpfDataPlaneOptions, LbAlgorithm } from '../dataplane/ebpf/index.js';
 import { DEFAULT_MAGLEV_TABLE_SIZE, MAGLEV_TABLE_SIZES } from '../dataplane/ebpf/maglev.js';
-import { DEFAULT_MAP_SIZES, DEFAULT_PIN_PATH } from '../dataplane/ebpf/defaults.js';
+import { DEFAULT_MAP_SIZES, DEFAULT_PIN_PATH, DEFAULT_SNAT_PORTS, DEVICE_NAME } from '../dataplane/ebpf/defaults.js';
 import { LB_ALGORITHM_ANNOTATION } from '../source/decode.js';
 import { UsageError, flagBool, flagOne, type FlagSpecs, type Parsed } from './args.js';
 
@@ -19,6 +19,9 @@ export const EBPF_FLAGS: FlagSpecs = {
   'lb-algorithm': { value: 'random|maglev', help: `eBPF: backend selection (default random; the ${LB_ALGORITHM_ANNOTATION} annotation overrides it per service)` },
   'maglev-table-size': { value: 'PRIME', help: `eBPF: Maglev lookup table size, one of ${MAGLEV_TABLE_SIZES.join(', ')} (default ${DEFAULT_MAGLEV_TABLE_SIZE})` },
   'bpf-lb-map-max': { value: 'N', help: `eBPF: entries of the service map: every frontend's master and backend slots (default ${DEFAULT_MAP_SIZES.services})` },
+  devices: { value: 'IF,...|none', help: 'eBPF: interfaces whose packets are translated per packet (external clients of NodePorts, external and LB IPs); default: the interfaces holding the node IPs; none: socket LB only' },
+  'bpf-ct-max': { value: 'N', help: `eBPF: connection tracking entries of the per-packet path, two per flow (default ${DEFAULT_MAP_SIZES.ct})` },
+  'bpf-snat-ports': { value: 'MIN-MAX', help: `eBPF: source ports of flows masqueraded to the node; keep them outside net.ipv4.ip_local_port_range (default ${DEFAULT_SNAT_PORTS.join('-')})` },
 };
 
 function absolute(p: Parsed, flag: string): string | undefined {
@@ -51,6 +54,24 @@ export function ebpfOptions(p: Parsed): Omit<EbpfDataPlaneOptions, 'config' | 'l
   const m = positiveInt(p, 'maglev-table-size', 131071);
   const services = positiveInt(p, 'bpf-lb-map-max', 16_777_216);
   if (m !== undefined && !MAGLEV_TABLE_SIZES.includes(m)) throw new UsageError(`--maglev-table-size: ${m} is not one of ${MAGLEV_TABLE_SIZES.join(', ')}`);
-  if (m !== undefined || services !== undefined) out.sizes = { ...(m === undefined ? {} : { maglevTableSize: m }), ...(services === undefined ? {} : { services }) };
+  const ct = positiveInt(p, 'bpf-ct-max', 16_777_216);
+  if (m !== undefined || services !== undefined || ct !== undefined) {
+    out.sizes = { ...(m === undefined ? {} : { maglevTableSize: m }), ...(services === undefined ? {} : { services }), ...(ct === undefined ? {} : { ct }) };
+  }
+  const devices = flagOne(p, 'devices');
+  if (devices !== undefined) {
+    const list = devices === 'none' ? [] : devices.split(',').map((d) => d.trim());
+    const bad = list.find((d) => !DEVICE_NAME.test(d));
+    if (bad !== undefined) throw new UsageError(`--devices: ${JSON.stringify(bad)} is not an interface name`);
+    out.devices = list;
+  }
+  const snat = flagOne(p, 'bpf-snat-ports');
+  if (snat !== undefined) {
+    const m2 = /^(\d{1,5})-(\d{1,5})$/.exec(snat);
+    const lo = Number(m2?.[1]);
+    const hi = Number(m2?.[2]);
+    if (m2 === null || lo < 1024 || hi > 65535 || lo > hi) throw new UsageError(`--bpf-snat-ports: ${JSON.stringify(snat)} is not MIN-MAX with 1024 <= MIN <= MAX <= 65535`);
+    out.snatPorts = [lo, hi];
+  }
   return out;
 }

@@ -68,6 +68,36 @@ export function parseIpAddrJSON(text: string): string[] {
   return [...out].sort(compare);
 }
 
+/**
+ * The interfaces in `ip -j addr show` output that hold one of `ips` (the node's addresses): where
+ * the per-packet path attaches when no devices are given, as Cilium detects its devices.
+ */
+export function devicesHolding(text: string, ips: readonly string[]): string[] {
+  let links: unknown;
+  try {
+    links = JSON.parse(text);
+  } catch (e) {
+    throw new LocalAddressError(`ip -j addr show: unreadable output: ${(e as Error).message}`);
+  }
+  if (!Array.isArray(links)) throw new LocalAddressError('ip -j addr show: expected a list of links');
+  const want = new Set(ips.map((ip) => normalizeIP(ip)).filter((ip): ip is string => ip !== null));
+  const out: string[] = [];
+  for (const link of links as Array<{ ifname?: unknown; addr_info?: unknown }>) {
+    if (typeof link?.ifname !== 'string' || !Array.isArray(link.addr_info)) continue;
+    if ((link.addr_info as IpAddrInfo[]).some((a) => typeof a.local === 'string' && want.has(normalizeIP(a.local) ?? ''))) out.push(link.ifname);
+  }
+  return out;
+}
+
+/** The interfaces of this namespace holding one of `ips`. Throws LocalAddressError. */
+export async function readDevicesHolding(ips: readonly string[], exec: ExecFn = defaultExec): Promise<string[]> {
+  const r = await exec(['ip', '-j', 'addr', 'show'], { timeoutMs: 10_000 }).catch((e: Error) => {
+    throw new LocalAddressError(`ip -j addr show could not run: ${e.message}`);
+  });
+  if (r.code !== 0) throw new LocalAddressError(`ip -j addr show failed (exit ${r.code})`, r.stderr.trim());
+  return devicesHolding(r.stdout, ips);
+}
+
 /** This namespace's usable local addresses (see parseIpAddrJSON). Throws LocalAddressError. */
 export async function readLocalAddresses(exec: ExecFn = defaultExec): Promise<string[]> {
   let r;

@@ -7,6 +7,7 @@
 // On a failed assertion the test writes evidence (iptables-save / nft list ruleset of both nodes,
 // agent output) to a directory under the OS temp dir and names it in the error message.
 
+import { execFileSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -26,12 +27,6 @@ const DATAPLANES_UNDER_TEST: string[] = (process.env['RUDDER_TEST_DATAPLANES'] ?
   .split(',').map((s) => s.trim()).filter((s) => s !== '');
 
 const skip = process.getuid?.() !== 0 ? 'needs root (builds network namespaces)' : false;
-
-// The eBPF plane so far translates at connect()/sendmsg(): connections that start on a node (pods,
-// the node's own processes). Packets from an external client need the per-packet path, which it
-// does not have yet: those cases are skipped for it, by name, not counted as passing.
-const PER_PACKET = 'external client: needs the eBPF per-packet (tc) path, not built yet';
-const externalOnly = (dataplane: string): { skip: string | false } => ({ skip: dataplane === 'ebpf' ? PER_PACKET : false });
 
 /**
  * What a client sees where kube-proxy drops (traffic policy Local without a local endpoint): no
@@ -100,7 +95,7 @@ for (const dataplane of DATAPLANES_UNDER_TEST) {
       if (dir !== '') rmSync(dir, { recursive: true, force: true });
     });
 
-    it('client2 is an external client routed like client (service CIDR and external range via node-1)', externalOnly(dataplane), withEvidence('client2 routes', async () => {
+    it('client2 is an external client routed like client (service CIDR and external range via node-1)', withEvidence('client2 routes', async () => {
       const routes = async (role: string): Promise<string[]> =>
         (await L().execOk(role, ['ip', '-4', 'route', 'show'])).stdout.split('\n').map((l) => l.trim())
           .filter((l) => / via /.test(l)).sort();
@@ -148,7 +143,7 @@ for (const dataplane of DATAPLANES_UNDER_TEST) {
       for (const r of rs) assert.equal(r.port, 8080);
     }));
 
-    it('4. external client -> NodePort on node-1, externalIP and LoadBalancer IP all answer', externalOnly(dataplane), withEvidence('test 4', async () => {
+    it('4. external client -> NodePort on node-1, externalIP and LoadBalancer IP all answer', withEvidence('test 4', async () => {
       for (const url of [`http://${NODE1}:30080/`, 'http://198.18.1.20/', 'http://198.18.1.10/']) {
         const rs = replies(await probeMany(6, 3, () => L().curl('client', url, { timeoutMs: OK_TIMEOUT_MS })), `client -> ${url}`);
         onlyFrom(rs, ALL_PODS, `client -> ${url}`);
@@ -156,7 +151,7 @@ for (const dataplane of DATAPLANES_UNDER_TEST) {
       }
     }));
 
-    it(`5. eTP=Local: via node-1 only node-1's endpoints answer and see the client IP ${CLIENT}; via node-2 only node-2's`, externalOnly(dataplane), withEvidence('test 5', async () => {
+    it(`5. eTP=Local: via node-1 only node-1's endpoints answer and see the client IP ${CLIENT}; via node-2 only node-2's`, withEvidence('test 5', async () => {
       const via1 = [
         { from: 'client', url: `http://${NODE1}:30081/`, ip: CLIENT },
         { from: 'client', url: 'http://198.18.1.11/', ip: CLIENT },
@@ -180,7 +175,7 @@ for (const dataplane of DATAPLANES_UNDER_TEST) {
       }
     }));
 
-    it('6. eTP=Cluster to a backend on the other node answers, and the backend sees node-1\'s address, not the client\'s', externalOnly(dataplane), withEvidence('test 6', async () => {
+    it('6. eTP=Cluster to a backend on the other node answers, and the backend sees node-1\'s address, not the client\'s', withEvidence('test 6', async () => {
       for (const url of [`http://${NODE1}:30082/`, 'http://198.18.1.12/']) {
         const rs = replies(await probeMany(4, 2, () => L().curl('client', url, { timeoutMs: OK_TIMEOUT_MS })), `client -> ${url}`);
         onlyFrom(rs, ['pod-2a'], `client -> ${url}`);
@@ -236,7 +231,7 @@ for (const dataplane of DATAPLANES_UNDER_TEST) {
       }
     }));
 
-    it(`11. loadBalancerSourceRanges ${CLIENT}/32: client reaches the LB IP, client2 is dropped`, externalOnly(dataplane), withEvidence('test 11', async () => {
+    it(`11. loadBalancerSourceRanges ${CLIENT}/32: client reaches the LB IP, client2 is dropped`, withEvidence('test 11', async () => {
       const rs = replies(await probeMany(4, 2, () => L().curl('client', 'http://198.18.1.13/', { timeoutMs: OK_TIMEOUT_MS })), 'client -> 198.18.1.13');
       onlyFrom(rs, ['pod-1a', 'pod-2a'], 'client -> 198.18.1.13');
       assertDropped(await L().curl('client2', 'http://198.18.1.13/', { timeoutMs: DROP_TIMEOUT_MS }), `client2 (${CLIENT2}) -> 198.18.1.13`);
@@ -301,6 +296,31 @@ for (const dataplane of DATAPLANES_UNDER_TEST) {
       for (const from of ['pod-1a', 'pod-2a']) {
         const rs2 = replies(await probeMany(6, 3, () => L().curl(from, 'http://10.96.1.15/', { timeoutMs: OK_TIMEOUT_MS })), `${from} -> 10.96.1.15`);
         onlyFrom(rs2, ['pod-2b'], `${from} -> 10.96.1.15 (terminating fallback; pod-1b is not serving)`);
+      }
+    }));
+
+    it('14. ebpf: external flows are tracked in rd_ct; forwarded ones create no nf_conntrack entry on the node', { skip: dataplane !== 'ebpf' && 'the eBPF per-packet path only' }, withEvidence('test 14', async () => {
+      // Conntrack hooks only run in a namespace where something uses them: a ct rule turns them on.
+      await L().execOk('node-1', ['nft', 'add', 'table', 'inet', 'rdct']);
+      try {
+        await L().execOk('node-1', ['nft', 'add', 'chain', 'inet', 'rdct', 'pre', '{ type filter hook prerouting priority -300; }']);
+        await L().execOk('node-1', ['nft', 'add', 'rule', 'inet', 'rdct', 'pre', 'ct', 'state', 'new', 'counter']);
+        await L().execOk('node-1', ['nft', 'add', 'chain', 'inet', 'rdct', 'out', '{ type filter hook output priority -300; }']);
+        await L().execOk('node-1', ['nft', 'add', 'rule', 'inet', 'rdct', 'out', 'ct', 'state', 'new', 'counter']);
+        await L().exec('node-1', ['conntrack', '-F']);
+        // eTP=Cluster to the backend on node-2: DNAT + SNAT to node-1, both directions redirected past the stack.
+        const rs = replies(await probeMany(4, 2, () => L().curl('client', `http://${NODE1}:30082/`, { timeoutMs: OK_TIMEOUT_MS })), `client -> ${NODE1}:30082`);
+        onlyFrom(rs, ['pod-2a'], `client -> ${NODE1}:30082`);
+        // The control: the node's own connection is tracked, so the hooks do run.
+        reply(await L().curl('node-1', 'http://10.244.2.10:8080/', { timeoutMs: OK_TIMEOUT_MS }), 'node-1 -> pod-2a directly');
+        const ct = (await L().execOk('node-1', ['conntrack', '-L'])).stdout.split('\n').filter((l) => l.trim() !== '');
+        assert.ok(ct.some((l) => l.includes('dst=10.244.2.10')), `conntrack sees the node's own connection: ${ct.join(' | ')}`);
+        const client = ct.filter((l) => l.includes(`src=${CLIENT} `));
+        assert.deepEqual(client, [], 'no nf_conntrack entry for the client\'s translated flows');
+        const dump = JSON.parse(execFileSync('bpftool', ['map', 'dump', 'pinned', join(L().bpfPinPath('node-1'), 'rd_ct'), '-j'], { encoding: 'utf8' })) as unknown[];
+        assert.ok(dump.length >= 2 * rs.length, `rd_ct holds both directions of every flow: ${dump.length} entries for ${rs.length} flows`);
+      } finally {
+        await L().exec('node-1', ['nft', 'delete', 'table', 'inet', 'rdct']);
       }
     }));
   });

@@ -76,9 +76,16 @@ describe('ebpf agent in the lab', { skip: root ? false : 'needs root' }, () => {
   test('switching the node to iptables removes every eBPF pin; back to ebpf, and cleanup detaches it', async () => {
     const pins = lab.bpfPinPath('node-1');
     assert.ok(existsSync(pins) && readdirSync(pins).length > 0);
+    // The per-packet programs sit on the interface holding the node IP.
+    const tcFilters = async (): Promise<string> => {
+      const show = (dir: string) => lab.execOk('node-1', ['tc', 'filter', 'show', 'dev', 'eth0', dir]).then((r) => r.stdout);
+      return `${await show('ingress')}${await show('egress')}`;
+    };
+    assert.match(await tcFilters(), /rd_from_netdev[\s\S]*rd_to_netdev/, 'ingress and egress filters on eth0');
     await agent!.stop();
     agent = await start('iptables');
     assert.equal(existsSync(pins), false, 'the iptables agent removed the eBPF leftovers');
+    assert.doesNotMatch(await tcFilters(), /rd_/, 'and the tc filters');
     await agent.stop();
     agent = await start('ebpf');
     const chains = (await lab.execOk('node-1', ['iptables-save', '-t', 'nat'])).stdout.split('\n').filter((l) => /KUBE-/.test(l));
@@ -89,6 +96,7 @@ describe('ebpf agent in the lab', { skip: root ? false : 'needs root' }, () => {
     assert.ok(r.ok, 'rules stay in place after SIGTERM');
     await lab.execOk('node-1', [process.execPath, RUDDER_BIN, 'cleanup', '--dataplane', 'ebpf', '--bpf-pin-path', pins], { keepMounts: true });
     assert.equal(existsSync(pins), false);
+    assert.doesNotMatch(await tcFilters(), /rd_/, 'cleanup detached the tc filters');
     const after = await lab.curl('pod-1a', 'http://10.96.0.10/', { timeoutMs: 1500 });
     assert.ok(!after.ok, 'no longer translated after cleanup');
   });

@@ -7,7 +7,7 @@ import { BackendCodec, SvcKeyCodec, SvcValCodec, type Backend, type SvcKey, type
 
 const SIZES: Record<string, [number, number]> = {
   rd_services: [24, 16], rd_backends: [4, 20], rd_rev_nat: [4, 20], rd_rev_sk: [32, 24], rd_affinity: [16, 16],
-  rd_aff_match: [8, 1], rd_src_ranges: [24, 1], rd_maglev: [4, 4 * 251], rd_config_map: [4, 32], rd_svc_stats: [4, 24], rd_be_stats: [4, 8],
+  rd_aff_match: [8, 1], rd_src_ranges: [24, 1], rd_maglev: [4, 4 * 251], rd_config_map: [4, 36], rd_svc_stats: [4, 24], rd_be_stats: [4, 8],
 };
 
 export interface Op { op: 'update' | 'delete'; map: string; key: Buffer }

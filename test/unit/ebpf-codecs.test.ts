@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { ALL_CODECS, BackendCodec, readAddr, RevNatCodec, SrcRangeKeyCodec, SvcKeyCodec, SvcValCodec, writeAddr } from '../../src/dataplane/ebpf/codecs.js';
-import { SOCK_LB_OBJECT, SOCK_TERM_OBJECT } from '../../src/dataplane/ebpf/programs.js';
+import { SOCK_LB_OBJECT, SOCK_TERM_OBJECT, TC_OBJECT } from '../../src/dataplane/ebpf/programs.js';
 
 interface BtfStruct { kind: string; name?: string; size?: number; members?: Array<{ name: string; bits_offset: number }> }
 
@@ -16,10 +16,10 @@ function structs(path: string): Map<string, BtfStruct> {
   return new Map(out.types.filter((t) => t.kind === 'STRUCT' && t.name !== undefined).map((t) => [t.name!, t]));
 }
 
-const built = existsSync(SOCK_LB_OBJECT) && existsSync(SOCK_TERM_OBJECT);
+const built = existsSync(SOCK_LB_OBJECT) && existsSync(SOCK_TERM_OBJECT) && existsSync(TC_OBJECT);
 
 test('every codec matches its C struct in the compiled objects\' BTF', { skip: !built && 'bpf/build is not compiled (scripts/setup.sh)' }, () => {
-  const btf = new Map([...structs(SOCK_LB_OBJECT), ...structs(SOCK_TERM_OBJECT)]);
+  const btf = new Map([...structs(SOCK_LB_OBJECT), ...structs(SOCK_TERM_OBJECT), ...structs(TC_OBJECT)]);
   for (const c of ALL_CODECS) {
     const s = btf.get(c.struct);
     assert.ok(s !== undefined, `struct ${c.struct} is not in the objects`);

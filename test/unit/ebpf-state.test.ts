@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EbpfDataPlane } from '../../src/dataplane/ebpf/index.js';
-import { BackendCodec, SCOPE_HOST, SCOPE_INT, SVC_F, SvcKeyCodec, SvcValCodec, type SvcKey } from '../../src/dataplane/ebpf/codecs.js';
+import { BackendCodec, BE_F, SCOPE_HOST, SCOPE_INT, SVC_F, SvcKeyCodec, SvcValCodec, type SvcKey } from '../../src/dataplane/ebpf/codecs.js';
 import { DataPlaneError } from '../../src/dataplane/dataplane.js';
 import { build } from '../../src/model/build.js';
 import { diff } from '../../src/model/diff.js';
@@ -247,7 +247,7 @@ for (const what of ['a master\'s unused backend field', 'a backend\'s flags'] as
       assert.ok(maps.poke('rd_services', mk, (v) => v.writeUInt32LE(7, SvcValCodec.offsets.backend_id)));
     } else {
       const [beKey] = clean.backends[0]!.split('=');
-      assert.ok(maps.poke('rd_backends', Buffer.from(beKey!, 'hex'), (v) => { v[BackendCodec.offsets.flags] = 0x80; }));
+      assert.ok(maps.poke('rd_backends', Buffer.from(beKey!, 'hex'), (v) => { v[BackendCodec.offsets.flags]! |= 0x80; }));
     }
     assert.deepEqual((await dp.programmed()).filter((f) => f.drift !== undefined), [], 'the decoded comparison sees nothing');
     now = 31_000;
@@ -256,7 +256,7 @@ for (const what of ['a master\'s unused backend field', 'a backend\'s flags'] as
     assert.ok(r.written > 0);
     assertConsistent(maps);
     assert.ok(maps.services().every(([k, v]) => k.slot > 0 || v.backendId === 0), 'every master\'s backend field is 0 again');
-    assert.ok([...maps.backends().values()].every((b) => b.flags === 0), 'no backend carries flags');
+    assert.ok([...maps.backends().values()].every((b) => (b.flags & ~BE_F.LOCAL) === 0), 'no backend carries flags but LOCAL');
     assert.equal(maps.raw('rd_services').length, clean.services.length);
     assert.equal(maps.raw('rd_backends').length, clean.backends.length);
     now = 62_000;

@@ -8,6 +8,9 @@
 
 import { formatIP, parseIP } from '../../model/ip.js';
 import { DataPlaneError } from '../dataplane.js';
+import { DEFAULT_SNAT_PORTS } from './defaults.js';
+
+export { DEFAULT_SNAT_PORTS };
 
 export const ADDR_SIZE = 16;
 
@@ -90,6 +93,12 @@ export const SVC_F = {
   NODEPORT: 1 << 5,
   LOOPBACK: 1 << 6,
   SRC_NODE_OK: 1 << 7,
+  MASQ: 1 << 8,
+} as const;
+
+/** rd_backend.flags (RD_BE_* in common.h). */
+export const BE_F = {
+  LOCAL: 1 << 0,
 } as const;
 
 /** struct rd_svc_key (24 bytes). */
@@ -236,34 +245,71 @@ export const SrcRangeKeyCodec = {
 
 /** struct rd_config (32 bytes), the one element of rd_config_map. */
 export const ConfigCodec = {
-  size: 32,
+  size: 36,
   struct: 'rd_config',
-  offsets: { node_ip4: 0, node_ip6: 16 },
-  encode(c: { nodeIP4: string; nodeIP6: string }, buf: Buffer): void {
+  offsets: { node_ip4: 0, node_ip6: 16, flags: 32 },
+  encode(c: { nodeIP4: string; nodeIP6: string; flags?: number }, buf: Buffer): void {
     buf.fill(0);
     if (c.nodeIP4 !== '') writeAddr(buf, 0, c.nodeIP4);
     if (c.nodeIP6 !== '') writeAddr(buf, 16, c.nodeIP6);
+    buf.writeUInt32LE(c.flags ?? 0, 32);
   },
 };
 
-/** struct rd_knobs (16 bytes): the object's read-only data, fixed at load. */
+/** rd_config.flags (RD_CFG_* in common.h). */
+export const CFG_F = { MASQ_OFF_CLUSTER4: 1 << 0, MASQ_OFF_CLUSTER6: 1 << 1 } as const;
+
+/** Connection tracking timeouts of the per-packet path, in seconds. */
+export interface CtTimeouts {
+  tcpSyn: number;
+  tcpEstablished: number;
+  tcpClosing: number;
+  udp: number;
+}
+
+/** As Cilium's defaults: a SYN a minute, established TCP 6 hours, closing 10 s, UDP a minute. */
+export const DEFAULT_CT_TIMEOUTS: CtTimeouts = { tcpSyn: 60, tcpEstablished: 21600, tcpClosing: 10, udp: 60 };
+
+/** struct rd_knobs (40 bytes): the objects' read-only data, fixed at load. */
 export interface Knobs {
   hostNetnsCookie: bigint;
   hostNamespaceOnly: boolean;
   maglevTableSize: number;
+  ct?: CtTimeouts;
+  /** Source ports of flows SNATed to the node, inclusive. */
+  snatPorts?: [number, number];
 }
 export const KnobsCodec = {
-  size: 16,
+  size: 40,
   struct: 'rd_knobs',
-  offsets: { host_netns_cookie: 0, host_ns_only: 8, maglev_m: 12 },
+  offsets: { host_netns_cookie: 0, host_ns_only: 8, maglev_m: 12, ct_tcp_syn: 16, ct_tcp_established: 20, ct_tcp_closing: 24, ct_udp: 28, snat_port_min: 32, snat_port_max: 34 },
   encode(k: Knobs): Buffer {
-    const buf = Buffer.alloc(16);
+    const buf = Buffer.alloc(40);
+    const ct = k.ct ?? DEFAULT_CT_TIMEOUTS;
+    const [lo, hi] = k.snatPorts ?? DEFAULT_SNAT_PORTS;
     buf.writeBigUInt64LE(k.hostNetnsCookie, 0);
     buf.writeUInt32LE(k.hostNamespaceOnly ? 1 : 0, 8);
     buf.writeUInt32LE(k.maglevTableSize, 12);
+    buf.writeUInt32LE(ct.tcpSyn, 16);
+    buf.writeUInt32LE(ct.tcpEstablished, 20);
+    buf.writeUInt32LE(ct.tcpClosing, 24);
+    buf.writeUInt32LE(ct.udp, 28);
+    buf.writeUInt16LE(lo, 32);
+    buf.writeUInt16LE(hi, 34);
     return buf;
   },
 };
+
+
+/** struct rd_ct_key (40 bytes) and struct rd_ct_val (56 bytes): written by the tc programs (lib/ct.h). */
+export const CtKeyCodec = { size: 40, struct: 'rd_ct_key', offsets: { saddr: 0, daddr: 16, sport: 32, dport: 34, proto: 36, dir: 37 } };
+export const CtValCodec = {
+  size: 56,
+  struct: 'rd_ct_val',
+  offsets: { nat_saddr: 0, nat_daddr: 16, nat_sport: 32, nat_dport: 34, rev_nat_id: 36, last_seen_ns: 40, backend_id: 48, state: 52, flags: 53 },
+};
+/** struct rd_aff_ext_key (24 bytes): per-packet affinity, by client address. */
+export const AffExtKeyCodec = { size: 24, struct: 'rd_aff_ext_key', offsets: { client: 0, rev_nat_id: 16 } };
 
 /** struct rd_svc_stats (24 bytes per CPU). */
 export const SvcStatsCodec = {
@@ -299,4 +345,4 @@ export const AffValCodec = { size: 16, struct: 'rd_aff_val', offsets: { last_use
 
 /** Every codec, for the BTF layout test. */
 export const ALL_CODECS = [SvcKeyCodec, SvcValCodec, BackendCodec, RevNatCodec, AffMatchCodec, AffKeyCodec, SrcRangeKeyCodec,
-  ConfigCodec, KnobsCodec, SvcStatsCodec, BeStatsCodec, StaleKeyCodec, SkKeyCodec, SkValCodec, AffValCodec] as const;
+  ConfigCodec, KnobsCodec, SvcStatsCodec, BeStatsCodec, StaleKeyCodec, SkKeyCodec, SkValCodec, AffValCodec, CtKeyCodec, CtValCodec, AffExtKeyCodec] as const;

@@ -38,11 +38,13 @@ import { endpointId } from '../../model/build.js';
 import { nodePortAddresses, primaryNodeIP } from '../../model/nodeport-addresses.js';
 import type { Logger } from '../../observe/log.js';
 import { DataPlaneError, type ApplyOptions, type ApplyResult, type DataPlane, type DataPlaneCounters, type ProgrammedFrontend } from '../dataplane.js';
-import { BackendCodec, BeStatsCodec, IPPROTO, SCOPE_HOST, SVC_F, SrcRangeKeyCodec, SvcKeyCodec, SvcStatsCodec, SvcValCodec, protoName } from './codecs.js';
+import { BackendCodec, BE_F, BeStatsCodec, CFG_F, DEFAULT_CT_TIMEOUTS, DEFAULT_SNAT_PORTS, IPPROTO, SCOPE_EXT, SCOPE_HOST, SVC_F, SrcRangeKeyCodec, SvcKeyCodec, SvcStatsCodec, SvcValCodec, protoName } from './codecs.js';
 import { bpfMap, libbpfAvailable, netnsCookie } from './libbpf.js';
 import { checkMaglevTableSize } from './maglev.js';
 import { dumpRaw, SyncWrites, writeConfig, type MapFds, type MapIO } from './maps.js';
-import { DEFAULT_MAP_SIZES, DEFAULT_PIN_PATH, loadSocketLB, removePins, type MapSizes, type SocketLB } from './programs.js';
+import { DEFAULT_MAP_SIZES, DEFAULT_PIN_PATH, loadPerPacket, loadSocketLB, removePins, type MapSizes, type PerPacket, type SocketLB } from './programs.js';
+import type { CtTimeouts } from './codecs.js';
+import { detectsLocal } from '../../model/frontends.js';
 import { readKernel, readPerCpu, type KernelFrontend } from './readback.js';
 import { backendKey, LOOPBACK, SocketLBState, splitBackendKey, type Entry, type LbAlgorithm } from './state.js';
 import { StaleUdp } from './stale-udp.js';
@@ -68,8 +70,16 @@ export interface EbpfDataPlaneOptions {
   sizes?: Partial<MapSizes>;
   /** Re-read the maps on an otherwise partial sync at most this often (ms); default 30 s. */
   reconcileIntervalMs?: number;
+  /**
+   * Interfaces whose packets the per-packet programs translate (external clients of NodePorts,
+   * external and LB IPs, off-cluster clients of ClusterIPs); empty or absent: socket LB only.
+   */
+  devices?: readonly string[];
+  /** Per-packet path: connection tracking timeouts and the ports SNATed flows use. */
+  ctTimeouts?: CtTimeouts;
+  snatPorts?: [number, number];
   /** Map fds and operations to use instead of loading the programs (unit tests, with a fake). */
-  maps?: { fds: MapFds; io: MapIO };
+  maps?: { fds: MapFds; io: MapIO; perPacket?: boolean };
   now?: () => number;
 }
 
@@ -84,6 +94,7 @@ export class EbpfDataPlane implements DataPlane {
   private readonly state: SocketLBState;
   private readonly io: MapIO;
   private lb: Pick<SocketLB, 'fds' | 'adopted' | 'close'> | undefined;
+  private perPacket: PerPacket | undefined;
   private stale: StaleUdp | undefined;
   /** The cgroup the hooks are attached to (known after init). */
   cgroupPath = '';
@@ -114,6 +125,7 @@ export class EbpfDataPlane implements DataPlane {
     if (this.lb !== undefined) return;
     if (this.opts.maps !== undefined) {
       this.lb = { fds: this.opts.maps.fds, adopted: 0, close: () => {} };
+      if (this.opts.maps.perPacket === true) this.state.setPerPacket(this.masqFallback());
       return;
     }
     const why = libbpfAvailable();
@@ -123,15 +135,25 @@ export class EbpfDataPlane implements DataPlane {
     if (cg === null) throw new DataPlaneError('EUNSUPPORTED', 'no cgroup v2 mount in /proc/self/mountinfo: socket load balancing attaches to a cgroup v2');
     this.cgroupPath = cg;
     const hostNamespaceOnly = this.opts.hostNamespaceOnly ?? false;
-    this.lb = loadSocketLB({
-      pinPath: this.pinPath,
-      cgroupPath: cg,
-      sizes: this.sizes,
-      logger: this.logger,
-      knobs: { hostNetnsCookie: this.opts.hostNetnsCookie ?? netnsCookie(), hostNamespaceOnly, maglevTableSize: this.sizes.maglevTableSize },
-    });
+    const knobs = {
+      hostNetnsCookie: this.opts.hostNetnsCookie ?? netnsCookie(), hostNamespaceOnly, maglevTableSize: this.sizes.maglevTableSize,
+      ct: this.opts.ctTimeouts ?? DEFAULT_CT_TIMEOUTS, snatPorts: this.opts.snatPorts ?? DEFAULT_SNAT_PORTS,
+    };
+    this.lb = loadSocketLB({ pinPath: this.pinPath, cgroupPath: cg, sizes: this.sizes, logger: this.logger, knobs });
     this.stale = new StaleUdp(cg, this.logger);
     this.logger.info('eBPF socket load balancer attached', { cgroup: cg, pins: this.pinPath, hooksAdopted: this.lb.adopted, lbAlgorithm: this.opts.lbAlgorithm ?? 'random', hostNamespaceOnly });
+    const devices = this.opts.devices ?? [];
+    if (devices.length > 0) {
+      try {
+        this.perPacket = loadPerPacket({ pinPath: this.pinPath, knobs, sizes: this.sizes, devices, logger: this.logger });
+      } catch (e) {
+        this.lb.close();
+        this.lb = undefined;
+        throw e;
+      }
+      this.state.setPerPacket(this.masqFallback());
+      this.logger.info('eBPF per-packet path attached', { devices: devices.join(','), snatPorts: knobs.snatPorts.join('-') });
+    }
   }
 
   /**
@@ -186,6 +208,11 @@ export class EbpfDataPlane implements DataPlane {
   driftRepairs = 0;
   private mustReconcile = true;
 
+  /** Per family: whether off-cluster traffic to a frontend masquerades (kube-proxy's rule), as the programs' fallback. */
+  private masqFallback(cfg: ProxyConfig = this.config()): { 4: boolean; 6: boolean } {
+    return { 4: cfg.masqueradeAll || detectsLocal(cfg, 4), 6: cfg.masqueradeAll || detectsLocal(cfg, 6) };
+  }
+
   /** Whether the maps hold exactly what this plane wrote (null), by digest; else what differs. Throws DataPlaneError EREAD. */
   private verifyMaps(): string | null {
     const { fds } = this.lb!;
@@ -220,7 +247,9 @@ export class EbpfDataPlane implements DataPlane {
     const dirty = new Set<string>();
     for (const sp of allPorts(table)) st.claim(sp, cfg, addrs, dirty);
     for (const k of st.kernelKeys()) dirty.add(k);
-    writeConfig(lb.fds.rd_config_map, primaryNodeIP(cfg, 4), primaryNodeIP(cfg, 6), this.io);
+    const fb = this.masqFallback(cfg);
+    writeConfig(lb.fds.rd_config_map, primaryNodeIP(cfg, 4), primaryNodeIP(cfg, 6), (fb[4] ? CFG_F.MASQ_OFF_CLUSTER4 : 0) | (fb[6] ? CFG_F.MASQ_OFF_CLUSTER6 : 0), this.io);
+    if (this.perPacket !== undefined || this.opts.maps?.perPacket === true) st.setPerPacket(fb);
     const gone: string[] = [];
     if (rewrite) st.rewriteBackends(w);
     for (const key of dirty) st.reconcile(key, w, gone, rewrite);
@@ -296,7 +325,7 @@ export class EbpfDataPlane implements DataPlane {
       const drift = want === undefined ? 'not in the table' : differs(fe, k.backends, want);
       out.push({
         service: rec?.service.id ?? '', kind: rec?.kind ?? (fe.flags & SVC_F.NODEPORT ? 'nodePort' : 'unknown'), address: endpointId(fe.addr, fe.port), backends,
-        ...(drift === '' ? {} : { drift }), id: fe.id, flags: flagNames(fe.flags), protocol: protoName(fe.proto), ...(fe.scope === SCOPE_HOST ? { scope: 'host' } : {}),
+        ...(drift === '' ? {} : { drift }), id: fe.id, flags: flagNames(fe.flags), protocol: protoName(fe.proto), ...(fe.scope === SCOPE_HOST ? { scope: 'host' } : fe.scope === SCOPE_EXT ? { scope: 'external' } : {}),
       });
     }
     return out;
@@ -326,6 +355,8 @@ export class EbpfDataPlane implements DataPlane {
   async cleanup(): Promise<void> {
     this.stale?.close();
     this.stale = undefined;
+    this.perPacket?.close();
+    this.perPacket = undefined;
     this.lb?.close();
     this.lb = undefined;
     this.syncWrites = undefined;
@@ -334,11 +365,11 @@ export class EbpfDataPlane implements DataPlane {
 }
 
 /** What differs between a kernel entry and the wanted one, "" when nothing does. */
-function differs(fe: KernelFrontend, backends: ReadonlyMap<number, { addr: string; port: number; proto: number }>, want: Entry): string {
+function differs(fe: KernelFrontend, backends: ReadonlyMap<number, { addr: string; port: number; proto: number; flags: number }>, want: Entry): string {
   if (fe.flags !== want.flags) return `flags ${flagNames(fe.flags).join(',') || '-'}, want ${flagNames(want.flags).join(',') || '-'}`;
   const have = fe.backendIds.map((id) => {
     const b = backends.get(id);
-    return b === undefined ? `missing-${id}` : backendKey(b.addr, b.port, b.proto);
+    return b === undefined ? `missing-${id}` : backendKey(b.addr, b.port, b.proto, (b.flags & BE_F.LOCAL) !== 0);
   });
   if (have.length !== want.backends.length || have.some((b, i) => b !== want.backends[i])) return `backends differ (${have.length} programmed, ${want.backends.length} wanted)`;
   return '';

@@ -34,9 +34,19 @@ function bind() {
     kernel_log_buf: 'void *', kernel_log_size: 'size_t', kernel_log_level: 'uint32',
   });
   const BatchOpts = koffi.struct('rd_bpf_map_batch_opts', { sz: 'size_t', elem_flags: 'uint64', flags: 'uint64' });
+  // struct bpf_tc_hook and struct bpf_tc_opts (libbpf.h), trailing `size_t :0` as padding.
+  const TcHook = koffi.struct('rd_bpf_tc_hook', { sz: 'size_t', ifindex: 'int', attach_point: 'int', parent: 'uint32', _pad: 'uint32' });
+  const TcOpts = koffi.struct('rd_bpf_tc_opts', { sz: 'size_t', prog_fd: 'int', flags: 'uint32', prog_id: 'uint32', handle: 'uint32', priority: 'uint32', _pad: 'uint32' });
   return {
     OpenOpts,
     BatchOpts,
+    TcHook,
+    TcOpts,
+    tcHookCreate: bpf.func('int bpf_tc_hook_create(rd_bpf_tc_hook *hook)'),
+    tcAttach: bpf.func('int bpf_tc_attach(const rd_bpf_tc_hook *hook, _Inout_ rd_bpf_tc_opts *opts)'),
+    tcDetach: bpf.func('int bpf_tc_detach(const rd_bpf_tc_hook *hook, const rd_bpf_tc_opts *opts)'),
+    tcQuery: bpf.func('int bpf_tc_query(const rd_bpf_tc_hook *hook, _Inout_ rd_bpf_tc_opts *opts)'),
+    ifNameToIndex: libc.func('uint32 if_nametoindex(const char *name)'),
     openFile: bpf.func('void *bpf_object__open_file(const char *path, const rd_bpf_object_open_opts *opts)'),
     objLoad: bpf.func('int bpf_object__load(void *obj)'),
     objClose: bpf.func('void bpf_object__close(void *obj)'),
@@ -312,6 +322,50 @@ export function linkInfo(fd: number): { type: number; id: number; progId: number
 /** Atomically replaces the program behind a link: the hook never runs without a program. */
 export function linkUpdate(linkFd: number, progFd: number, what: string): void {
   check('EAPPLY', `replace program of ${what}`, L().linkUpdate(linkFd, progFd, null));
+}
+
+// ---- tc (clsact) filters ------------------------------------------------------------------
+
+export const TC_INGRESS = 1;
+export const TC_EGRESS = 2;
+const BPF_TC_F_REPLACE = 1;
+
+const tcHook = (ifindex: number, point: number) => ({ sz: 24, ifindex, attach_point: point, parent: 0, _pad: 0 });
+const tcOpts = (handle: number, priority: number, progFd = 0, flags = 0) => ({ sz: 32, prog_fd: progFd, flags, prog_id: 0, handle, priority, _pad: 0 });
+
+/** The interface's index in this process's network namespace. Throws DataPlaneError EINIT if it has none. */
+export function ifIndex(name: string): number {
+  const i = L().ifNameToIndex(name) as number;
+  if (i === 0) fail('EINIT', `interface ${JSON.stringify(name)}`, koffi.errno() || 19);
+  return i;
+}
+
+/**
+ * Attaches (or atomically replaces) the direct-action filter (handle, priority) on an
+ * interface's clsact ingress or egress, creating the clsact qdisc if it is missing: a filter
+ * left by an earlier agent is swapped, never removed first. Throws DataPlaneError EINIT.
+ */
+export function tcAttach(ifindex: number, point: number, progFd: number, handle: number, priority: number, what: string): void {
+  const l = L();
+  const hook = tcHook(ifindex, point);
+  const rc = l.tcHookCreate(hook) as number;
+  if (rc < 0 && -rc !== constants.errno.EEXIST) fail('EINIT', `create clsact on ${what}`, -rc);
+  check('EINIT', `attach tc filter on ${what}`, l.tcAttach(hook, tcOpts(handle, priority, progFd, BPF_TC_F_REPLACE)) as number);
+}
+
+/** Detaches the filter (handle, priority); false if it was not there. Throws DataPlaneError ECLEANUP. */
+export function tcDetach(ifindex: number, point: number, handle: number, priority: number, what: string): boolean {
+  const rc = L().tcDetach(tcHook(ifindex, point), tcOpts(handle, priority)) as number;
+  if (rc === -constants.errno.ENOENT || rc === -constants.errno.EINVAL || rc === -constants.errno.ENODEV) return false;
+  check('ECLEANUP', `detach tc filter on ${what}`, rc);
+  return true;
+}
+
+/** The id of the program in filter (handle, priority), or null when there is none. */
+export function tcQuery(ifindex: number, point: number, handle: number, priority: number): number | null {
+  const opts = tcOpts(handle, priority);
+  const rc = L().tcQuery(tcHook(ifindex, point), opts) as number;
+  return rc < 0 ? null : opts.prog_id;
 }
 
 export const BPF_ANY = 0;

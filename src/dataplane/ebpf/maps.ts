@@ -251,9 +251,9 @@ export class SyncWrites {
   }
 }
 
-export function writeConfig(fd: number, nodeIP4: string, nodeIP6: string, io: MapIO = bpfMap): void {
+export function writeConfig(fd: number, nodeIP4: string, nodeIP6: string, flags: number, io: MapIO = bpfMap): void {
   const key = Buffer.alloc(4);
   const val = Buffer.alloc(ConfigCodec.size);
-  ConfigCodec.encode({ nodeIP4, nodeIP6 }, val);
+  ConfigCodec.encode({ nodeIP4, nodeIP6, flags }, val);
   io.update(fd, key, val, 'rd_config_map');
 }

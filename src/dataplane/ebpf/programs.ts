@@ -1,8 +1,11 @@
 // Loading, pinning and attaching the socket load balancer, so that its state outlives the agent.
 //
 // Pin layout (bpffs, directory mode 0700, root only):
-//   <pin>/rd_services, rd_backends, ...   the maps (libbpf LIBBPF_PIN_BY_NAME)
+//   <pin>/rd_services, rd_backends, ...   the maps (libbpf LIBBPF_PIN_BY_NAME), shared by both objects
 //   <pin>/links/rd_connect4, ...          one BPF link per hook, attached to the cgroup
+//   <pin>/tc/<interface>/                 one empty directory per interface the per-packet programs
+//                                         are attached to (tc filters have no link to pin, and bpffs
+//                                         holds no files: this is their record)
 // A starting agent loads a fresh copy of the programs, adopts the pinned maps (libbpf reuses a
 // pinned map whose type, sizes and flags match; one that does not match is unpinned and recreated,
 // and the first sync refills it), and swaps each pinned link to the new program with
@@ -10,24 +13,34 @@
 // keep being translated while the agent is down or restarting. A link attached to another cgroup
 // than the one asked for is detached and re-attached there.
 
-import { chmodSync, existsSync, mkdirSync, readdirSync, rmSync, rmdirSync, statSync, unlinkSync, openSync, closeSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, rmdirSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { spawnSync } from 'node:child_process';
 import { bpffsMounts } from '../../util/mounts.js';
 import { DataPlaneError } from '../dataplane.js';
 import type { Logger } from '../../observe/log.js';
-import { BpfObject, closeFd, linkInfo, linkUpdate, mapInfo, objGet, type MapSpec } from './libbpf.js';
+import { BpfObject, closeFd, ifIndex, linkInfo, linkUpdate, mapInfo, objGet, tcAttach, tcDetach, TC_EGRESS, TC_INGRESS, type MapSpec } from './libbpf.js';
 import { KnobsCodec, type Knobs } from './codecs.js';
 import { MAP_NAMES, type MapFds } from './maps.js';
 import type { MapSizes } from './defaults.js';
 
 export { DEFAULT_MAP_SIZES, DEFAULT_PIN_PATH, type MapSizes } from './defaults.js';
+import { DEVICE_NAME } from './defaults.js';
 
 /** The compiled objects (scripts/build-bpf.sh writes them at setup). */
 export const BPF_BUILD_DIR = fileURLToPath(new URL('../../../../bpf/build/', import.meta.url));
 export const SOCK_LB_OBJECT = join(BPF_BUILD_DIR, 'sock_lb.o');
 export const SOCK_TERM_OBJECT = join(BPF_BUILD_DIR, 'sock_term.o');
+export const TC_OBJECT = join(BPF_BUILD_DIR, 'tc_nodeport.o');
+
+/** The per-packet path's own maps (lib/ct.h), besides the shared ones. */
+export const TC_MAP_NAMES = ['rd_ct', 'rd_aff_ext'] as const;
+export type TcMapName = (typeof TC_MAP_NAMES)[number];
+
+/** The filter the per-packet programs sit in, on each interface's clsact ingress and egress. */
+export const TC_HANDLE = 0x5244;
+export const TC_PRIORITY = 1;
 
 /** The hooks, in attach order: reverse translation first, so no translated socket misses it. */
 export const SOCKET_HOOKS = [
@@ -58,8 +71,8 @@ function ensurePinDir(pin: string): void {
 }
 
 /** Unpins a pinned map that the new object could not reuse, so libbpf creates it afresh. */
-function dropIncompatiblePins(pin: string, spec: (name: string) => MapSpec, logger: Logger): void {
-  for (const name of MAP_NAMES) {
+function dropIncompatiblePins(pin: string, spec: (name: string) => MapSpec, logger: Logger, names: readonly string[] = MAP_NAMES): void {
+  for (const name of names) {
     const path = join(pin, name);
     if (!existsSync(path)) continue;
     const want = spec(name);
@@ -106,14 +119,7 @@ export function loadSocketLB(o: LoadOptions): SocketLB {
   const obj = BpfObject.load(objectPath, {
     pinRoot: o.pinPath,
     configure: (spec) => {
-      spec('.rodata').setInitialValue(KnobsCodec.encode(o.knobs));
-      spec('rd_services').setMaxEntries(o.sizes.services);
-      spec('rd_backends').setMaxEntries(o.sizes.backends);
-      spec('rd_be_stats').setMaxEntries(o.sizes.backends);
-      spec('rd_rev_sk').setMaxEntries(o.sizes.sockets);
-      spec('rd_affinity').setMaxEntries(o.sizes.affinity);
-      spec('rd_maglev').setValueSize(4 * o.sizes.maglevTableSize);
-      spec('rd_maglev').setMaxEntries(o.sizes.maglevServices);
+      sizeShared(spec, o);
       dropIncompatiblePins(o.pinPath, spec, o.logger);
     },
   });
@@ -125,6 +131,108 @@ export function loadSocketLB(o: LoadOptions): SocketLB {
     obj.close();
     throw e;
   }
+}
+
+/** The knobs and the sizes of the maps both objects share (a pinned map is reused only if they match). */
+function sizeShared(spec: (name: string) => MapSpec, o: { knobs: Knobs; sizes: MapSizes }): void {
+  spec('.rodata').setInitialValue(KnobsCodec.encode(o.knobs));
+  spec('rd_services').setMaxEntries(o.sizes.services);
+  spec('rd_backends').setMaxEntries(o.sizes.backends);
+  spec('rd_be_stats').setMaxEntries(o.sizes.backends);
+  spec('rd_rev_sk').setMaxEntries(o.sizes.sockets);
+  spec('rd_affinity').setMaxEntries(o.sizes.affinity);
+  spec('rd_maglev').setValueSize(4 * o.sizes.maglevTableSize);
+  spec('rd_maglev').setMaxEntries(o.sizes.maglevServices);
+}
+
+export interface PerPacketOptions {
+  pinPath: string;
+  knobs: Knobs;
+  sizes: MapSizes;
+  /** Interfaces (in this process's network namespace) whose traffic is translated. */
+  devices: readonly string[];
+  logger: Logger;
+  objectPath?: string;
+}
+
+/** The loaded per-packet programs, attached to `devices`. */
+export interface PerPacket {
+  obj: BpfObject;
+  fds: Record<TcMapName, number>;
+  devices: string[];
+  close(): void;
+}
+
+
+function recordedDevices(pin: string): string[] {
+  try {
+    return readdirSync(join(pin, 'tc')).filter((d) => DEVICE_NAME.test(d));
+  } catch {
+    return [];
+  }
+}
+
+function record(pin: string, dev: string): void {
+  mkdirSync(join(pin, 'tc', dev), { recursive: true, mode: 0o700 });
+}
+
+function unrecord(pin: string, dev: string): void {
+  rmSync(join(pin, 'tc', dev), { recursive: true, force: true });
+}
+
+/**
+ * Loads the per-packet programs on the maps socket LB pinned (call loadSocketLB first), and
+ * attaches them to every device's clsact ingress and egress, replacing what an earlier agent left
+ * in the same filter (no gap: the swap is atomic). Devices recorded by an earlier agent and not in
+ * `devices` are detached. Throws DataPlaneError EINIT.
+ */
+export function loadPerPacket(o: PerPacketOptions): PerPacket {
+  const objectPath = o.objectPath ?? TC_OBJECT;
+  if (!existsSync(objectPath)) throw new DataPlaneError('EINIT', `${objectPath} is missing: run scripts/setup.sh (it compiles bpf/ with clang)`);
+  const obj = BpfObject.load(objectPath, {
+    pinRoot: o.pinPath,
+    configure: (spec) => {
+      sizeShared(spec, o);
+      spec('rd_ct').setMaxEntries(o.sizes.ct);
+      spec('rd_aff_ext').setMaxEntries(o.sizes.affinity);
+      dropIncompatiblePins(o.pinPath, spec, o.logger, TC_MAP_NAMES);
+    },
+  });
+  try {
+    const fds = Object.fromEntries(TC_MAP_NAMES.map((n) => [n, obj.mapFd(n)])) as Record<TcMapName, number>;
+    const ingress = obj.progFd('rd_from_netdev');
+    const egress = obj.progFd('rd_to_netdev');
+    const before = recordedDevices(o.pinPath);
+    for (const dev of o.devices) {
+      if (!DEVICE_NAME.test(dev)) throw new DataPlaneError('EINIT', `not an interface name: ${JSON.stringify(dev)}`);
+      const i = ifIndex(dev);
+      // Recorded first: a crash half way still leaves every attached device known to cleanup.
+      record(o.pinPath, dev);
+      tcAttach(i, TC_INGRESS, ingress, TC_HANDLE, TC_PRIORITY, `${dev} ingress`);
+      tcAttach(i, TC_EGRESS, egress, TC_HANDLE, TC_PRIORITY, `${dev} egress`);
+    }
+    for (const dev of before) {
+      if (o.devices.includes(dev)) continue;
+      detachDevice(dev);
+      unrecord(o.pinPath, dev);
+    }
+    return { obj, fds, devices: [...o.devices], close: () => obj.close() };
+  } catch (e) {
+    obj.close();
+    throw e;
+  }
+}
+
+/** Removes Rudder's filter from a device's ingress and egress (a device that is gone has none). */
+function detachDevice(dev: string): void {
+  let i: number;
+  try {
+    i = ifIndex(dev);
+  } catch {
+    return;
+  }
+  tcDetach(i, TC_INGRESS, TC_HANDLE, TC_PRIORITY, `${dev} ingress`);
+  tcDetach(i, TC_EGRESS, TC_HANDLE, TC_PRIORITY, `${dev} egress`);
 }
 
 function cgroupId(path: string): bigint {
@@ -174,6 +282,8 @@ function attachHooks(obj: BpfObject, o: LoadOptions): number {
 export function removePins(pin: string): void {
   if (!existsSync(pin)) return;
   try {
+    // tc filters hold the programs without a pin: detach them where they were recorded.
+    for (const dev of recordedDevices(pin)) detachDevice(dev);
     const links = join(pin, 'links');
     if (existsSync(links)) {
       for (const f of readdirSync(links)) unlinkSync(join(links, f));

@@ -2,7 +2,7 @@
 // what a restarted agent adopts, and what a reconcile compares with the table.
 
 import { bpfMap } from './libbpf.js';
-import { BackendCodec, SCOPE_EXT, SrcRangeKeyCodec, SvcKeyCodec, SvcValCodec, type Backend, type SvcKey } from './codecs.js';
+import { BackendCodec, SrcRangeKeyCodec, SvcKeyCodec, SvcValCodec, type Backend, type SvcKey } from './codecs.js';
 import { dump, dumpRaw, type MapFds, type MapIO } from './maps.js';
 
 export interface KernelFrontend {
@@ -51,8 +51,7 @@ export function readKernel(fds: MapFds, io: MapIO = bpfMap): KernelState {
   for (let i = 0; i < count; i++) {
     const off = i * KS;
     const scope = keys[off + 21]!;
-    // SCOPE_EXT belongs to the per-packet path.
-    if (keys.readUInt16LE(off + 18) !== 0 || scope === SCOPE_EXT) continue;
+    if (keys.readUInt16LE(off + 18) !== 0) continue;
     const k = SvcKeyCodec.decode(keys, off);
     if (k.port === 0 && k.proto === 0) {
       clusterIPs.add(k.addr);
@@ -67,7 +66,7 @@ export function readKernel(fds: MapFds, io: MapIO = bpfMap): KernelState {
     const off = i * KS;
     const slot = keys.readUInt16LE(off + 18);
     const scope = keys[off + 21]!;
-    if (slot === 0 || scope === SCOPE_EXT) continue;
+    if (slot === 0) continue;
     const m = masters.get(values.readUInt32LE(i * VS + 8) * 4 + scope);
     // The same address, port and protocol as the master (bytes 0-17 and 20), and a slot it counts.
     if (m === undefined || slot > m.fe.backendIds.length || keys.compare(keys, m.off, m.off + 18, off, off + 18) !== 0 || keys[off + 20] !== keys[m.off + 20]) {

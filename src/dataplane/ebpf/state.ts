@@ -12,7 +12,7 @@
 
 import { frontendRecords, outranks, type FrontendPath, type FrontendRecord } from '../../model/frontends.js';
 import type { ProxyConfig, ServicePort } from '../../model/types.js';
-import { AffMatchCodec, BackendCodec, IPPROTO, SCOPE_EXT, SCOPE_HOST, SCOPE_INT, SrcRangeKeyCodec, SVC_F, SvcKeyCodec, SvcValCodec, protoName, type SvcKey } from './codecs.js';
+import { AffMatchCodec, BackendCodec, BE_F, IPPROTO, SCOPE_EXT, SCOPE_HOST, SCOPE_INT, SrcRangeKeyCodec, SVC_F, SvcKeyCodec, SvcValCodec, protoName, type SvcKey } from './codecs.js';
 import { Digest, dumpDigest, elementHash, sumHashes } from './digest.js';
 import { IdAllocator } from './ids.js';
 import { maglevTable } from './maglev.js';
@@ -37,7 +37,7 @@ export interface Entry {
   proto: number;
   flags: number;
   affinityTimeout: number;
-  /** Backend keys ("ip|port|proto") in slot order. */
+  /** Backend keys ("ip|port|proto", "|l" appended for a backend on this node) in slot order. */
   backends: string[];
   /** The same backends decoded (on wanted entries; what was read back has only the keys). */
   targets?: readonly Target[];
@@ -47,17 +47,18 @@ export interface Entry {
 
 export const LOOPBACK = { 4: '127.0.0.1', 6: '::1' } as const;
 
-export function backendKey(ip: string, port: number, proto: number): string {
-  return `${ip}|${port}|${proto}`;
+/** A backend's key: where it runs is part of it (the per-packet path source-NATs only remote ones). */
+export function backendKey(ip: string, port: number, proto: number, local = false): string {
+  return local ? `${ip}|${port}|${proto}|l` : `${ip}|${port}|${proto}`;
 }
 
-export function splitBackendKey(key: string): { ip: string; port: number; proto: number } {
-  const [ip, port, proto] = key.split('|');
-  return { ip: ip!, port: Number(port), proto: Number(proto) };
+export function splitBackendKey(key: string): { ip: string; port: number; proto: number; local: boolean } {
+  const [ip, port, proto, l] = key.split('|');
+  return { ip: ip!, port: Number(port), proto: Number(proto), local: l === 'l' };
 }
 
 const entryKey = (fe: string, scope: number): string => `${fe}#${scope}`;
-const SCOPES = [SCOPE_INT, SCOPE_HOST] as const;
+const SCOPES = [SCOPE_INT, SCOPE_HOST, SCOPE_EXT] as const;
 
 /** A backend as the maps hold it, with its key: built once per service port and endpoint. */
 interface Target {
@@ -65,6 +66,7 @@ interface Target {
   ip: string;
   port: number;
   proto: number;
+  local: boolean;
 }
 
 const endpointIndex = new WeakMap<ServicePort, Map<string, Target>>();
@@ -73,7 +75,7 @@ function targetsById(sp: ServicePort): Map<string, Target> {
   let m = endpointIndex.get(sp);
   if (m === undefined) {
     const proto = IPPROTO[sp.protocol];
-    m = new Map(sp.endpoints.map((e) => [e.id, { key: backendKey(e.ip, e.port, proto), ip: e.ip, port: e.port, proto }]));
+    m = new Map(sp.endpoints.map((e) => [e.id, { key: backendKey(e.ip, e.port, proto, e.isLocal), ip: e.ip, port: e.port, proto, local: e.isLocal }]));
     endpointIndex.set(sp, m);
   }
   return m;
@@ -120,6 +122,17 @@ export class SocketLBState {
   private readonly nodePortPorts = new Map<string, ServicePort>();
   readonly frontendIds = new IdAllocator('frontend', 262143);
   readonly backendIds: IdAllocator;
+
+  /**
+   * The per-packet path (tc): null while it is off; else whether a frontend without an external
+   * entry masquerades, per family (the programs read that from rd_config).
+   */
+  private perPacket: { 4: boolean; 6: boolean } | null = null;
+
+  /** Turns the external entries on or off; the next reconcile writes or removes them. */
+  setPerPacket(p: { 4: boolean; 6: boolean } | null): void {
+    this.perPacket = p;
+  }
 
   constructor(maxBackends: number, private readonly maglevTableSize: number, private readonly algorithm: (sp: ServicePort) => LbAlgorithm) {
     this.backendIds = new IdAllocator('backend', maxBackends - 1);
@@ -212,7 +225,7 @@ export class SocketLBState {
 
   // ---- desired entries -----------------------------------------------------------------------
 
-  private entry(rec: FrontendRecord, path: FrontendPath, scope: number, id: number): Entry {
+  private entry(rec: FrontendRecord, path: FrontendPath, scope: number, id: number, maglev = scope === SCOPE_INT): Entry {
     const sp = rec.service;
     const proto = IPPROTO[rec.protocol];
     let flags = 0;
@@ -225,15 +238,17 @@ export class SocketLBState {
       targets = path.endpoints.map((eid) => eps.get(eid)!);
       backends = targets.map((t) => t.key);
     }
-    // Affinity is validated against the SCOPE_INT backends (rd_aff_match is per frontend id).
-    if (rec.affinityTimeoutSeconds > 0 && scope === SCOPE_INT) flags |= SVC_F.AFFINITY;
+    // Affinity is validated against the SCOPE_INT backends (rd_aff_match is per frontend id); the
+    // per-packet path keeps its own affinity, by client address.
+    if (rec.affinityTimeoutSeconds > 0 && scope !== SCOPE_HOST) flags |= SVC_F.AFFINITY;
+    if (scope === SCOPE_EXT && path.masquerade) flags |= SVC_F.MASQ;
     if (rec.sourceRanges.length > 0) flags |= SVC_F.SRC_RANGE;
     if (rec.primaryNodeIPInRanges) flags |= SVC_F.SRC_NODE_OK;
     if (rec.kind === 'nodePort') flags |= SVC_F.NODEPORT;
     if (rec.ip === LOOPBACK[4] || rec.ip === LOOPBACK[6]) flags |= SVC_F.LOOPBACK;
-    if (this.algorithm(sp) === 'maglev' && backends.length > 0 && scope === SCOPE_INT) flags |= SVC_F.MAGLEV;
+    if (this.algorithm(sp) === 'maglev' && backends.length > 0 && maglev) flags |= SVC_F.MAGLEV;
     return {
-      scope, id, addr: rec.ip, port: rec.port, proto, flags, affinityTimeout: scope === SCOPE_INT ? rec.affinityTimeoutSeconds : 0, backends, targets,
+      scope, id, addr: rec.ip, port: rec.port, proto, flags, affinityTimeout: scope !== SCOPE_HOST ? rec.affinityTimeoutSeconds : 0, backends, targets,
       ranges: scope === SCOPE_INT ? sourceRanges(rec) : [],
     };
   }
@@ -246,6 +261,13 @@ export class SocketLBState {
     if (hit !== undefined && hit.id === id) return hit.entries;
     const entries = [this.entry(rec, rec.fromPod, SCOPE_INT, id)];
     if (!sameSocketPath(rec.fromPod, rec.fromNode)) entries.push(this.entry(rec, rec.fromNode, SCOPE_HOST, id));
+    // The per-packet path falls back to SCOPE_INT (masqueraded as rd_config says): an external
+    // entry only where that would be wrong. It shares the frontend's Maglev table only when it
+    // has the same backends (else it picks at random).
+    const pp = this.perPacket;
+    if (pp !== null && (!sameSocketPath(rec.fromPod, rec.fromExternal) || rec.fromExternal.masquerade !== pp[rec.family])) {
+      entries.push(this.entry(rec, rec.fromExternal, SCOPE_EXT, id, sameList(rec.fromExternal.endpoints, rec.fromPod.endpoints)));
+    }
     this.desiredCache.set(rec, { id, entries });
     return entries;
   }
@@ -336,7 +358,7 @@ export class SocketLBState {
     const n = this.backendRefs.get(t.key) ?? 0;
     if (n === 0 && this.backendIds.get(t.key) === undefined) {
       const id = this.backendIds.acquire(t.key);
-      this.backendDigests.set(id, w.backend(id, { addr: t.ip, port: t.port, proto: t.proto, flags: 0 }));
+      this.backendDigests.set(id, w.backend(id, { addr: t.ip, port: t.port, proto: t.proto, flags: t.local ? BE_F.LOCAL : 0 }));
     }
     this.backendRefs.set(t.key, n + 1);
   }
@@ -404,7 +426,7 @@ export class SocketLBState {
   rewriteBackends(w: SyncWrites): void {
     for (const [key, id] of this.backendIds.entries()) {
       const b = splitBackendKey(key);
-      this.backendDigests.set(id, w.backend(id, { addr: b.ip, port: b.port, proto: b.proto, flags: 0 }));
+      this.backendDigests.set(id, w.backend(id, { addr: b.ip, port: b.port, proto: b.proto, flags: b.local ? BE_F.LOCAL : 0 }));
     }
   }
 
@@ -490,8 +512,7 @@ export class SocketLBState {
       if (h === undefined) return `backend ${key} has no digest`;
       backends.add(h);
     }
-    // SCOPE_EXT entries belong to the per-packet path.
-    const have = dumpDigest(d.services, SvcKeyCodec.size, SvcValCodec.size, SvcKeyCodec.offsets.scope, SCOPE_EXT);
+    const have = dumpDigest(d.services, SvcKeyCodec.size, SvcValCodec.size);
     if (!have.equals(svc)) return `rd_services holds ${have.count} entries of this path, ${svc.count} written, or other contents`;
     const haveBe = dumpDigest(d.backends, 4, BackendCodec.size);
     if (!haveBe.equals(backends)) return `rd_backends holds ${haveBe.count} backends, ${backends.count} written, or other contents`;
@@ -517,7 +538,7 @@ export class SocketLBState {
       if (fe.scope === SCOPE_INT && !sameList(e.ranges, fe.ranges)) return `${key}: source ranges differ`;
     }
     if (k.backends.size !== this.backendIds.size) return `${k.backends.size} backends in the maps, ${this.backendIds.size} written`;
-    for (const [id, b] of k.backends) if (this.backendIds.keyOf(id) !== backendKey(b.addr, b.port, b.proto)) return `backend ${id} differs`;
+    for (const [id, b] of k.backends) if (this.backendIds.keyOf(id) !== backendKey(b.addr, b.port, b.proto, (b.flags & BE_F.LOCAL) !== 0)) return `backend ${id} differs`;
     if (k.clusterIPs.size !== this.kernelClusterIPs.size || [...k.clusterIPs].some((ip) => !this.kernelClusterIPs.has(ip))) return 'ClusterIP catch-all entries differ';
     return null;
   }
@@ -540,8 +561,8 @@ export class SocketLBState {
     this.kernelClusterIPs.clear();
     for (const ip of k.clusterIPs) this.kernelClusterIPs.add(ip);
     for (const [id, b] of k.backends) {
-      // Backends carry no flags this agent sets: one with other bytes is rewritten under a new id.
-      if (b.flags !== 0 || !this.backendIds.adopt(backendKey(b.addr, b.port, b.proto), id)) {
+      // Backends carry no flags but LOCAL: one with other bytes is rewritten under a new id.
+      if ((b.flags & ~BE_F.LOCAL) !== 0 || !this.backendIds.adopt(backendKey(b.addr, b.port, b.proto, (b.flags & BE_F.LOCAL) !== 0), id)) {
         w.delBackends.add((buf, o) => buf.writeUInt32LE(id, o));
         continue;
       }

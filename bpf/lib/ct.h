@@ -1,0 +1,122 @@
+/* Rudder's connection tracking for the per-packet path, instead of nf_conntrack. A translated
+ * flow has two entries in rd_ct, each keyed by a packet's tuple exactly as it arrives and holding
+ * the rewrite for that direction:
+ *   RD_CT_FWD    client -> frontend        becomes (client or node:snat port) -> backend
+ *   RD_CT_REPLY  backend -> client or node becomes frontend -> client
+ * so every packet after the first costs one lookup and one rewrite. Each entry tracks the TCP
+ * state its own direction shows (a SYN, data, a FIN or RST) and expires after the knob's timeout
+ * for that state; an expired entry counts as absent. rd_ct is an LRU map: when it is full the
+ * oldest flows are evicted, and the agent reports its fill level. */
+#ifndef RD_CT_H
+#define RD_CT_H
+
+#include "common.h"
+#include "lb.h"
+
+#define RD_CT_FWD 0
+#define RD_CT_REPLY 1
+
+#define RD_CTS_SYN 0     /* only SYNs seen in this direction */
+#define RD_CTS_EST 1     /* data flows (any UDP packet) */
+#define RD_CTS_CLOSING 2 /* a FIN or RST seen */
+
+#define RD_CT_F_SNAT (1 << 0) /* the flow is source-NATed to the node */
+
+struct rd_ct_key {
+	union rd_addr saddr;
+	union rd_addr daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 dir;
+	__u8 pad[2];
+};
+
+struct rd_ct_val {
+	union rd_addr nat_saddr;
+	union rd_addr nat_daddr;
+	__be16 nat_sport;
+	__be16 nat_dport;
+	__u32 rev_nat_id;
+	__u64 last_seen_ns;
+	__u32 backend_id;
+	__u8 state;
+	__u8 flags;
+	__u16 pad;
+};
+
+/* Per-packet ClientIP affinity: the client is its address (socket LB keys by network namespace). */
+struct rd_aff_ext_key {
+	union rd_addr client;
+	__u32 rev_nat_id;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct rd_ct_key);
+	__type(value, struct rd_ct_val);
+	__uint(max_entries, 262144);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} rd_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct rd_aff_ext_key);
+	__type(value, struct rd_aff_val);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} rd_aff_ext SEC(".maps");
+
+#define RD_TCP_FIN 0x01
+#define RD_TCP_SYN 0x02
+#define RD_TCP_RST 0x04
+#define RD_TCP_ACK 0x10
+
+static __always_inline __u64 rd_ct_timeout_ns(__u8 proto, __u8 state)
+{
+	__u32 s;
+
+	if (proto != IPPROTO_TCP)
+		s = rd_knobs.ct_udp;
+	else if (state == RD_CTS_SYN)
+		s = rd_knobs.ct_tcp_syn;
+	else if (state == RD_CTS_EST)
+		s = rd_knobs.ct_tcp_established;
+	else
+		s = rd_knobs.ct_tcp_closing;
+	return (__u64)s * 1000000000ULL;
+}
+
+/* The state a packet with these TCP flags leaves its direction in. */
+static __always_inline __u8 rd_ct_next_state(__u8 proto, __u8 state, __u8 tcp_flags)
+{
+	if (proto != IPPROTO_TCP)
+		return RD_CTS_EST;
+	if (tcp_flags & (RD_TCP_RST | RD_TCP_FIN))
+		return RD_CTS_CLOSING;
+	if (state == RD_CTS_CLOSING)
+		return RD_CTS_CLOSING;
+	if ((tcp_flags & RD_TCP_SYN) && !(tcp_flags & RD_TCP_ACK))
+		return state;
+	return RD_CTS_EST;
+}
+
+static __always_inline bool rd_ct_live(const struct rd_ct_val *v, __u8 proto, __u64 now)
+{
+	return now - v->last_seen_ns <= rd_ct_timeout_ns(proto, v->state);
+}
+
+/* Refreshes an entry for a packet of its direction: written at most once a second unless the
+ * state changes, so a busy flow does not write its entry on every packet. */
+static __always_inline void rd_ct_touch(struct rd_ct_val *v, __u8 proto, __u8 tcp_flags, __u64 now)
+{
+	__u8 next = rd_ct_next_state(proto, v->state, tcp_flags);
+
+	if (next != v->state || now - v->last_seen_ns > 1000000000ULL) {
+		v->state = next;
+		v->last_seen_ns = now;
+	}
+}
+
+#endif

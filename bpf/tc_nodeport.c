@@ -1,0 +1,452 @@
+/* The per-packet path: packets that never passed a socket hook on this node (external clients of
+ * NodePorts, external IPs, LoadBalancer IPs and off-cluster clients of ClusterIPs) are translated
+ * at tc on the node's external interfaces, with Rudder's own connection tracking (lib/ct.h)
+ * instead of nf_conntrack:
+ *   rd_from_netdev (ingress): the first packet of a flow picks a backend from the same maps as
+ *     socket LB, DNATs to it and, for a remote backend where kube-proxy would masquerade, SNATs
+ *     to the node with a port of its own; later packets and the replies of remote backends are
+ *     rewritten from rd_ct. Translated packets are routed with bpf_fib_lookup and redirected
+ *     straight to the outgoing interface, past netfilter, so they create no nf_conntrack entry.
+ *   rd_to_netdev (egress): replies of local backends (which the stack routes back out) get the
+ *     frontend's address back.
+ * A local backend keeps the client's address even under eTP=Cluster (its replies pass this node
+ * anyway), as Cilium does; kube-proxy masquerades those too. */
+#include "lib/common.h"
+#include "lib/maps.h"
+#include "lib/lb.h"
+#include "lib/ct.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define TC_ACT_OK 0
+#define TC_ACT_SHOT 2
+#define ETH_HLEN 14
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define RD_SNAT_TRIES 16
+
+struct rd_pkt {
+	union rd_addr saddr;
+	union rd_addr daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 v4;
+	__u8 tcp_flags;
+	__u8 udp_nocsum; /* IPv4 UDP without a checksum: leave it at 0 */
+	__u32 l4_off;
+};
+
+/* IPv4 without options or IPv6 without extension headers, TCP or UDP, not a fragment: what
+ * services carry. Anything else returns -1 and goes to the stack untouched. */
+static __always_inline int rd_parse(struct __sk_buff *skb, struct rd_pkt *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > end)
+		return -1;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+
+		if ((void *)(ip + 1) > end || ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)))
+			return -1;
+		p->v4 = 1;
+		rd_addr_v4(&p->saddr, ip->saddr);
+		rd_addr_v4(&p->daddr, ip->daddr);
+		p->proto = ip->protocol;
+		p->l4_off = ETH_HLEN + sizeof(struct iphdr);
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		if ((void *)(ip6 + 1) > end)
+			return -1;
+		p->v4 = 0;
+		__builtin_memcpy(&p->saddr, &ip6->saddr, 16);
+		__builtin_memcpy(&p->daddr, &ip6->daddr, 16);
+		p->proto = ip6->nexthdr;
+		p->l4_off = ETH_HLEN + sizeof(struct ipv6hdr);
+	} else {
+		return -1;
+	}
+	if (p->proto == IPPROTO_TCP) {
+		struct tcphdr *th = data + p->l4_off;
+
+		if ((void *)(th + 1) > end)
+			return -1;
+		p->sport = th->source;
+		p->dport = th->dest;
+		p->tcp_flags = ((__u8 *)th)[13];
+	} else if (p->proto == IPPROTO_UDP) {
+		struct udphdr *uh = data + p->l4_off;
+
+		if ((void *)(uh + 1) > end)
+			return -1;
+		p->sport = uh->source;
+		p->dport = uh->dest;
+		p->udp_nocsum = p->v4 && uh->check == 0;
+	} else {
+		return -1;
+	}
+	return 0;
+}
+
+static __always_inline bool rd_addr_eq(const union rd_addr *a, const union rd_addr *b)
+{
+	return a->w[0] == b->w[0] && a->w[1] == b->w[1] && a->w[2] == b->w[2] && a->w[3] == b->w[3];
+}
+
+/* Rewrites one address (source at IPv4 offset 12 / IPv6 8, destination at 16 / 24), updating the
+ * IPv4 header checksum and the L4 checksum's pseudo-header. */
+static __noinline int rd_set_addr(struct __sk_buff *skb, const struct rd_pkt *p, const union rd_addr *old,
+				       const union rd_addr *new, bool dst)
+{
+	__u32 csum_off = p->l4_off + (p->proto == IPPROTO_TCP ? 16 : 6);
+	__u64 mangled = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+
+	if (p->v4) {
+		__be32 o = old->w[3], n = new->w[3];
+
+		if (!p->udp_nocsum && bpf_l4_csum_replace(skb, csum_off, o, n, BPF_F_PSEUDO_HDR | mangled | 4))
+			return -1;
+		if (bpf_l3_csum_replace(skb, ETH_HLEN + 10, o, n, 4))
+			return -1;
+		return bpf_skb_store_bytes(skb, ETH_HLEN + (dst ? 16 : 12), &n, 4, 0);
+	}
+	{
+		union rd_addr o = *old, n = *new;
+		__s64 diff = bpf_csum_diff(o.w, 16, n.w, 16, 0);
+
+		if (diff < 0 || bpf_l4_csum_replace(skb, csum_off, 0, diff, BPF_F_PSEUDO_HDR | mangled))
+			return -1;
+		return bpf_skb_store_bytes(skb, ETH_HLEN + (dst ? 24 : 8), &n, 16, 0);
+	}
+}
+
+static __always_inline int rd_set_port(struct __sk_buff *skb, const struct rd_pkt *p, __be16 old, __be16 new, bool dst)
+{
+	__u32 csum_off = p->l4_off + (p->proto == IPPROTO_TCP ? 16 : 6);
+	__u64 mangled = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+
+	if (!p->udp_nocsum && bpf_l4_csum_replace(skb, csum_off, old, new, mangled | 2))
+		return -1;
+	return bpf_skb_store_bytes(skb, p->l4_off + (dst ? 2 : 0), &new, 2, 0);
+}
+
+/* A packet's new addresses and ports. */
+struct rd_tuple {
+	union rd_addr saddr;
+	union rd_addr daddr;
+	__be16 sport;
+	__be16 dport;
+};
+
+/* Rewrites the packet's tuple to `t`; updates `p` to match. */
+static __noinline int rd_rewrite(struct __sk_buff *skb, struct rd_pkt *p, const struct rd_tuple *t)
+{
+	if (!rd_addr_eq(&p->saddr, &t->saddr)) {
+		if (rd_set_addr(skb, p, &p->saddr, &t->saddr, false))
+			return -1;
+		p->saddr = t->saddr;
+	}
+	if (!rd_addr_eq(&p->daddr, &t->daddr)) {
+		if (rd_set_addr(skb, p, &p->daddr, &t->daddr, true))
+			return -1;
+		p->daddr = t->daddr;
+	}
+	if (p->sport != t->sport) {
+		if (rd_set_port(skb, p, p->sport, t->sport, false))
+			return -1;
+		p->sport = t->sport;
+	}
+	if (p->dport != t->dport) {
+		if (rd_set_port(skb, p, p->dport, t->dport, true))
+			return -1;
+		p->dport = t->dport;
+	}
+	return 0;
+}
+
+/* Routes a translated packet and hands it to the outgoing interface directly (no netfilter, so no
+ * nf_conntrack entry). What the FIB does not forward (local delivery, an expiring TTL, forwarding
+ * off) goes to the stack as it is, already translated. */
+static __noinline int rd_forward(struct __sk_buff *skb, const struct rd_pkt *p)
+{
+	struct bpf_fib_lookup fib = {};
+	void *data, *end;
+	int rc;
+
+	fib.ifindex = skb->ingress_ifindex;
+	fib.l4_protocol = p->proto;
+	fib.sport = p->sport;
+	fib.dport = p->dport;
+	fib.tot_len = skb->len - ETH_HLEN;
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+	if (p->v4) {
+		struct iphdr *ip = data + ETH_HLEN;
+
+		if ((void *)(ip + 1) > end || ip->ttl <= 1)
+			return TC_ACT_OK;
+		fib.family = AF_INET;
+		fib.tos = ip->tos;
+		fib.ipv4_src = p->saddr.w[3];
+		fib.ipv4_dst = p->daddr.w[3];
+	} else {
+		struct ipv6hdr *ip6 = data + ETH_HLEN;
+
+		if ((void *)(ip6 + 1) > end || ip6->hop_limit <= 1)
+			return TC_ACT_OK;
+		fib.family = AF_INET6;
+		__builtin_memcpy(fib.ipv6_src, p->saddr.w, 16);
+		__builtin_memcpy(fib.ipv6_dst, p->daddr.w, 16);
+	}
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return TC_ACT_OK;
+	/* Forwarded: one hop less. */
+	if (p->v4) {
+		__u8 ttl;
+
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + 8, &ttl, 1))
+			return TC_ACT_OK;
+		{
+			__be16 o = bpf_htons((__u16)ttl << 8), n = bpf_htons((__u16)(ttl - 1) << 8);
+
+			ttl--;
+			bpf_l3_csum_replace(skb, ETH_HLEN + 10, o, n, 2);
+			bpf_skb_store_bytes(skb, ETH_HLEN + 8, &ttl, 1, 0);
+		}
+	} else {
+		__u8 hl;
+
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + 7, &hl, 1))
+			return TC_ACT_OK;
+		hl--;
+		bpf_skb_store_bytes(skb, ETH_HLEN + 7, &hl, 1, 0);
+	}
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
+	if (bpf_skb_store_bytes(skb, 0, fib.dmac, 6, 0) || bpf_skb_store_bytes(skb, 6, fib.smac, 6, 0))
+		return TC_ACT_SHOT;
+	return bpf_redirect(fib.ifindex, 0);
+}
+
+static __always_inline bool rd_src_range_ok(const union rd_addr *src, __u32 rev_nat_id)
+{
+	struct rd_src_range_key k = { .prefixlen = 32 + 128, .rev_nat_id = rev_nat_id, .addr = *src };
+
+	return bpf_map_lookup_elem(&rd_src_ranges, &k) != NULL;
+}
+
+static __always_inline __u32 rd_pick_ext(const struct rd_svc_key *key, const struct rd_svc_val *master, const struct rd_pkt *p, __u64 now)
+{
+	__u32 backend_id = 0;
+
+	if (master->flags & RD_F_AFFINITY) {
+		struct rd_aff_ext_key ak = { .client = p->saddr, .rev_nat_id = master->rev_nat_id };
+		struct rd_aff_val *av = bpf_map_lookup_elem(&rd_aff_ext, &ak);
+
+		if (av && now - av->last_used_ns <= (__u64)master->affinity_timeout * 1000000000ULL) {
+			struct rd_aff_match m = { .rev_nat_id = master->rev_nat_id, .backend_id = av->backend_id };
+
+			if (bpf_map_lookup_elem(&rd_aff_match, &m))
+				backend_id = av->backend_id;
+		}
+		if (!backend_id)
+			backend_id = rd_pick_backend(key, master, bpf_get_prandom_u32());
+		if (backend_id) {
+			struct rd_aff_val nv = { .last_used_ns = now, .backend_id = backend_id };
+
+			bpf_map_update_elem(&rd_aff_ext, &ak, &nv, BPF_ANY);
+		}
+		return backend_id;
+	}
+	return rd_pick_backend(key, master, bpf_get_prandom_u32());
+}
+
+/* The first packet of a flow to a frontend: verdict, backend, NAT and both CT entries. */
+static __noinline int rd_new_flow(struct __sk_buff *skb, struct rd_pkt *p)
+{
+	struct rd_svc_key key = { .addr = p->daddr, .port = p->dport, .proto = p->proto, .scope = RD_SCOPE_EXT };
+	const struct rd_svc_val *master;
+	const struct rd_backend *be;
+	struct rd_ct_key ck = {};
+	struct rd_ct_val cv = {};
+	union rd_addr vip = p->daddr, client = p->saddr, nat_src = p->saddr;
+	__be16 vport = p->dport, cport = p->sport, nat_sport = p->sport;
+	__u64 now = bpf_ktime_get_ns();
+	__u32 backend_id, rev_nat_id, zero = 0;
+	__u16 flags;
+	bool snat;
+
+	const struct rd_config *cfg = bpf_map_lookup_elem(&rd_config_map, &zero);
+
+	if (!cfg)
+		return TC_ACT_OK;
+	master = bpf_map_lookup_elem(&rd_services, &key);
+	if (master) {
+		flags = master->flags;
+	} else {
+		/* No external entry: the external path is the pods' one, masqueraded as off-cluster
+		 * traffic is (kube-proxy: `! -s clusterCIDR -j KUBE-MARK-MASQ`) where the node says so. */
+		key.scope = RD_SCOPE_INT;
+		master = bpf_map_lookup_elem(&rd_services, &key);
+		if (!master)
+			return TC_ACT_OK;
+		flags = master->flags & ~RD_F_MASQ;
+		if (cfg->flags & (p->v4 ? RD_CFG_MASQ_OFF_CLUSTER4 : RD_CFG_MASQ_OFF_CLUSTER6))
+			flags |= RD_F_MASQ;
+	}
+	rev_nat_id = master->rev_nat_id;
+	if (flags & RD_F_LOOPBACK)
+		return TC_ACT_OK;
+	/* A stray RST of an untracked flow opens nothing. */
+	if (p->proto == IPPROTO_TCP && (p->tcp_flags & RD_TCP_RST))
+		return TC_ACT_SHOT;
+	if ((flags & RD_F_SRC_RANGE) && !rd_src_range_ok(&p->saddr, rev_nat_id)) {
+		rd_count(rev_nat_id, 2);
+		return TC_ACT_SHOT;
+	}
+	if (flags & RD_F_DROP) {
+		rd_count(rev_nat_id, 2);
+		return TC_ACT_SHOT;
+	}
+	if ((flags & RD_F_REJECT) || master->count == 0) {
+		rd_count(rev_nat_id, 1);
+		return TC_ACT_SHOT;
+	}
+	backend_id = rd_pick_ext(&key, master, p, now);
+	be = backend_id ? bpf_map_lookup_elem(&rd_backends, &backend_id) : NULL;
+	if (!be) {
+		rd_count(rev_nat_id, 1);
+		return TC_ACT_SHOT;
+	}
+	snat = (flags & RD_F_MASQ) && !(be->flags & RD_BE_LOCAL);
+
+	/* The reply entry first: with SNAT it is the reservation of the port. */
+	ck.saddr = be->addr;
+	ck.sport = be->port;
+	ck.proto = p->proto;
+	ck.dir = RD_CT_REPLY;
+	cv.nat_saddr = vip;
+	cv.nat_sport = vport;
+	cv.nat_daddr = client;
+	cv.nat_dport = cport;
+	cv.rev_nat_id = rev_nat_id;
+	cv.backend_id = backend_id;
+	cv.last_seen_ns = now;
+	cv.state = RD_CTS_SYN;
+	if (snat) {
+		__u32 span = (__u32)rd_knobs.snat_port_max - rd_knobs.snat_port_min + 1;
+		int i, ok = -1;
+
+		if (span == 0 || span > 65536)
+			return TC_ACT_SHOT;
+		nat_src = p->v4 ? cfg->node_ip4 : cfg->node_ip6;
+		if (rd_addr_is_zero(&nat_src))
+			return TC_ACT_SHOT;
+		ck.daddr = nat_src;
+		cv.flags = RD_CT_F_SNAT;
+		for (i = 0; i < RD_SNAT_TRIES; i++) {
+			__u16 port = rd_knobs.snat_port_min + (__u16)(bpf_get_prandom_u32() % span);
+
+			ck.dport = bpf_htons(port);
+			if (bpf_map_update_elem(&rd_ct, &ck, &cv, BPF_NOEXIST) == 0) {
+				ok = 0;
+				break;
+			}
+		}
+		if (ok) {
+			rd_count(rev_nat_id, 2);
+			return TC_ACT_SHOT;
+		}
+		nat_sport = ck.dport;
+	} else {
+		ck.daddr = client;
+		ck.dport = cport;
+		bpf_map_update_elem(&rd_ct, &ck, &cv, BPF_ANY);
+	}
+
+	ck.saddr = client;
+	ck.daddr = vip;
+	ck.sport = cport;
+	ck.dport = vport;
+	ck.dir = RD_CT_FWD;
+	cv.nat_saddr = nat_src;
+	cv.nat_sport = nat_sport;
+	cv.nat_daddr = be->addr;
+	cv.nat_dport = be->port;
+	cv.state = rd_ct_next_state(p->proto, RD_CTS_SYN, p->tcp_flags);
+	bpf_map_update_elem(&rd_ct, &ck, &cv, BPF_ANY);
+
+	rd_count(rev_nat_id, 0);
+	{
+		struct rd_be_stats *bs = bpf_map_lookup_elem(&rd_be_stats, &backend_id);
+
+		if (bs)
+			bs->connects++;
+	}
+	{
+		struct rd_tuple t = { .saddr = nat_src, .sport = nat_sport, .daddr = be->addr, .dport = be->port };
+
+		if (rd_rewrite(skb, p, &t))
+			return TC_ACT_SHOT;
+	}
+	return rd_forward(skb, p);
+}
+
+/* A packet of a tracked flow in direction `dir`: rewritten from its entry. Returns -1 if untracked. */
+static __noinline int rd_tracked(struct __sk_buff *skb, struct rd_pkt *p, __u8 dir, bool forward)
+{
+	struct rd_ct_key k = { .saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto, .dir = dir };
+	struct rd_ct_val *v = bpf_map_lookup_elem(&rd_ct, &k);
+	struct rd_tuple t;
+	__u64 now;
+
+	if (!v)
+		return -1;
+	now = bpf_ktime_get_ns();
+	if (!rd_ct_live(v, p->proto, now))
+		return -1;
+	rd_ct_touch(v, p->proto, p->tcp_flags, now);
+	t.saddr = v->nat_saddr;
+	t.daddr = v->nat_daddr;
+	t.sport = v->nat_sport;
+	t.dport = v->nat_dport;
+	if (rd_rewrite(skb, p, &t))
+		return TC_ACT_SHOT;
+	return forward ? rd_forward(skb, p) : TC_ACT_OK;
+}
+
+SEC("tc")
+int rd_from_netdev(struct __sk_buff *skb)
+{
+	struct rd_pkt p = {};
+	int r;
+
+	if (rd_parse(skb, &p))
+		return TC_ACT_OK;
+	r = rd_tracked(skb, &p, RD_CT_FWD, true);
+	if (r >= 0)
+		return r;
+	/* Replies of remote backends (to the node's SNAT port, or to the client through this node). */
+	r = rd_tracked(skb, &p, RD_CT_REPLY, true);
+	if (r >= 0)
+		return r;
+	return rd_new_flow(skb, &p);
+}
+
+SEC("tc")
+int rd_to_netdev(struct __sk_buff *skb)
+{
+	struct rd_pkt p = {};
+	int r;
+
+	if (rd_parse(skb, &p))
+		return TC_ACT_OK;
+	/* Replies of local backends, on their way back to the client. */
+	r = rd_tracked(skb, &p, RD_CT_REPLY, false);
+	return r >= 0 ? r : TC_ACT_OK;
+}

@@ -7,8 +7,11 @@
  *     to the node with a port of its own; later packets and the replies of remote backends are
  *     rewritten from rd_ct. Translated packets are routed with bpf_fib_lookup and redirected
  *     straight to the outgoing interface, past netfilter, so they create no nf_conntrack entry.
- *   rd_to_netdev (egress): replies of local backends (which the stack routes back out) get the
- *     frontend's address back.
+ *   rd_from_pod (ingress of the interfaces local endpoints are routed through): replies of local
+ *     backends get the frontend's address back and are redirected out, past netfilter.
+ *   rd_to_netdev (egress): the same for replies that reached the external interface through the
+ *     stack (a pod interface without rd_from_pod).
+ * A frontend without endpoints is refused with ICMP port unreachable, as kube-proxy's REJECT.
  * A local backend keeps the client's address even under eTP=Cluster (its replies pass this node
  * anyway), as Cilium does; kube-proxy masquerades those too. */
 #include "lib/common.h"
@@ -24,6 +27,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 #define RD_SNAT_TRIES 16
+/* rd_new_flow's answer "refuse this packet" (the caller does, keeping the call chain's stack small). */
+#define RD_REFUSE 1000
 
 struct rd_pkt {
 	union rd_addr saddr;
@@ -233,6 +238,87 @@ static __noinline int rd_forward(struct __sk_buff *skb, const struct rd_pkt *p)
 	return bpf_redirect(fib.ifindex, 0);
 }
 
+static __always_inline __u16 rd_fold(__s64 csum)
+{
+	__u32 s = (__u32)csum;
+
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)~s;
+}
+
+/* Refuses a packet as kube-proxy's REJECT does: ICMP port unreachable to its source, quoting the
+ * packet's IP header and the start of its TCP or UDP header, sent back out of the interface it
+ * came in on; a TCP client's connect() fails with ECONNREFUSED at once. The quote covers the
+ * whole TCP header (20 bytes) or the UDP header: a packet whose checksum the sender left to
+ * offload (CHECKSUM_PARTIAL, e.g. from a veth) cannot be cut shorter than its checksum field. */
+static __noinline int rd_refuse4(struct __sk_buff *skb, bool tcp)
+{
+	__u32 w[17] = {}; /* IPv4 header (20), ICMP header (8), the quote (28 or 40) */
+	__u8 *b = (__u8 *)w;
+	__u8 mac[12];
+	__u32 q = tcp ? 40 : 28;
+
+	if (bpf_skb_load_bytes(skb, 0, mac, 12) || bpf_skb_load_bytes(skb, ETH_HLEN, b + 28, q))
+		return TC_ACT_SHOT;
+	if (bpf_skb_change_tail(skb, ETH_HLEN + q, 0) || bpf_skb_adjust_room(skb, 28, BPF_ADJ_ROOM_MAC, 0))
+		return TC_ACT_SHOT;
+	b[0] = 0x45;
+	b[3] = 28 + q; /* total length */
+	b[8] = 64;     /* TTL */
+	b[9] = IPPROTO_ICMP;
+	__builtin_memcpy(b + 12, b + 28 + 16, 4); /* from the address the client asked for */
+	__builtin_memcpy(b + 16, b + 28 + 12, 4); /* to the client */
+	b[20] = 3; /* destination unreachable */
+	b[21] = 3; /* port unreachable */
+	{
+		__u16 c = rd_fold(bpf_csum_diff(NULL, 0, w, 20, 0));
+
+		__builtin_memcpy(b + 10, &c, 2);
+		c = rd_fold(bpf_csum_diff(NULL, 0, w + 5, 8 + q, 0));
+		__builtin_memcpy(b + 22, &c, 2);
+	}
+	if (bpf_skb_store_bytes(skb, ETH_HLEN, b, 28 + q, 0) || bpf_skb_store_bytes(skb, 0, mac + 6, 6, 0) ||
+	    bpf_skb_store_bytes(skb, 6, mac, 6, 0))
+		return TC_ACT_SHOT;
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+/* The same for IPv6: ICMPv6 destination unreachable, port unreachable (code 4). */
+static __noinline int rd_refuse6(struct __sk_buff *skb, bool tcp)
+{
+	__u32 w[27] = {}; /* IPv6 header (40), ICMPv6 header (8), the quote (48 or 60) */
+	__u32 ph[10] = {}; /* the checksum's pseudo-header: source, destination, length, next header */
+	__u8 *b = (__u8 *)w;
+	__u8 mac[12];
+	__u32 q = tcp ? 60 : 48;
+
+	if (bpf_skb_load_bytes(skb, 0, mac, 12) || bpf_skb_load_bytes(skb, ETH_HLEN, b + 48, q))
+		return TC_ACT_SHOT;
+	if (bpf_skb_change_tail(skb, ETH_HLEN + q, 0) || bpf_skb_adjust_room(skb, 48, BPF_ADJ_ROOM_MAC, 0))
+		return TC_ACT_SHOT;
+	b[0] = 0x60;
+	b[5] = 8 + q; /* payload length */
+	b[6] = 58;    /* ICMPv6 */
+	b[7] = 64;    /* hop limit */
+	__builtin_memcpy(b + 8, b + 48 + 24, 16);
+	__builtin_memcpy(b + 24, b + 48 + 8, 16);
+	b[40] = 1; /* destination unreachable */
+	b[41] = 4; /* port unreachable */
+	__builtin_memcpy(ph, b + 8, 32);
+	ph[8] = bpf_htonl(8 + q);
+	ph[9] = bpf_htonl(58);
+	{
+		__u16 c = rd_fold(bpf_csum_diff(NULL, 0, w + 10, 8 + q, bpf_csum_diff(NULL, 0, ph, 40, 0)));
+
+		__builtin_memcpy(b + 42, &c, 2);
+	}
+	if (bpf_skb_store_bytes(skb, ETH_HLEN, b, 48 + q, 0) || bpf_skb_store_bytes(skb, 0, mac + 6, 6, 0) ||
+	    bpf_skb_store_bytes(skb, 6, mac, 6, 0))
+		return TC_ACT_SHOT;
+	return bpf_redirect(skb->ifindex, 0);
+}
+
 static __always_inline bool rd_src_range_ok(const union rd_addr *src, __u32 rev_nat_id)
 {
 	struct rd_src_range_key k = { .prefixlen = 32 + 128, .rev_nat_id = rev_nat_id, .addr = *src };
@@ -315,7 +401,7 @@ static __noinline int rd_new_flow(struct __sk_buff *skb, struct rd_pkt *p)
 	}
 	if ((flags & RD_F_REJECT) || master->count == 0) {
 		rd_count(rev_nat_id, 1);
-		return TC_ACT_SHOT;
+		return RD_REFUSE;
 	}
 	backend_id = rd_pick_ext(&key, master, p, now);
 	be = backend_id ? bpf_map_lookup_elem(&rd_backends, &backend_id) : NULL;
@@ -435,7 +521,25 @@ int rd_from_netdev(struct __sk_buff *skb)
 	r = rd_tracked(skb, &p, RD_CT_REPLY, true);
 	if (r >= 0)
 		return r;
-	return rd_new_flow(skb, &p);
+	r = rd_new_flow(skb, &p);
+	if (r == RD_REFUSE)
+		return p.v4 ? rd_refuse4(skb, p.proto == IPPROTO_TCP) : rd_refuse6(skb, p.proto == IPPROTO_TCP);
+	return r;
+}
+
+/* On the interfaces facing this node's pods (ingress: what pods send): replies of local backends
+ * get the frontend's address back and go straight out, past netfilter, like every other
+ * translated packet. */
+SEC("tc")
+int rd_from_pod(struct __sk_buff *skb)
+{
+	struct rd_pkt p = {};
+	int r;
+
+	if (rd_parse(skb, &p))
+		return TC_ACT_OK;
+	r = rd_tracked(skb, &p, RD_CT_REPLY, true);
+	return r >= 0 ? r : TC_ACT_OK;
 }
 
 SEC("tc")

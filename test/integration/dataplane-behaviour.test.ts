@@ -187,7 +187,8 @@ for (const dataplane of DATAPLANES_UNDER_TEST) {
     }));
 
     it('7. a service without endpoints is refused at once (no timeout), well under a second', withEvidence('test 7', async () => {
-      for (const from of ['pod-1a', 'node-1']) {
+      // The client routes the service CIDR to node-1: an off-cluster client is refused too.
+      for (const from of ['pod-1a', 'node-1', 'client']) {
         const t0 = Date.now();
         const r = await L().curl(from, 'http://10.96.1.7/', { timeoutMs: 3000 });
         const ms = Date.now() - t0;
@@ -317,6 +318,13 @@ for (const dataplane of DATAPLANES_UNDER_TEST) {
         assert.ok(ct.some((l) => l.includes('dst=10.244.2.10')), `conntrack sees the node's own connection: ${ct.join(' | ')}`);
         const client = ct.filter((l) => l.includes(`src=${CLIENT} `));
         assert.deepEqual(client, [], 'no nf_conntrack entry for the client\'s translated flows');
+        // eTP=Local to node-1's own pods: their replies are caught on the pods' interfaces and
+        // redirected out, past netfilter, too.
+        await L().exec('node-1', ['conntrack', '-F']);
+        const local = replies(await probeMany(4, 2, () => L().curl('client', `http://${NODE1}:30081/`, { timeoutMs: OK_TIMEOUT_MS })), `client -> ${NODE1}:30081`);
+        onlyFrom(local, NODE1_PODS, `client -> ${NODE1}:30081 (eTP=Local)`);
+        const ct2 = (await L().execOk('node-1', ['conntrack', '-L'])).stdout.split('\n').filter((l) => l.includes(CLIENT));
+        assert.deepEqual(ct2, [], 'no nf_conntrack entry for flows to local backends either');
         const dump = JSON.parse(execFileSync('bpftool', ['map', 'dump', 'pinned', join(L().bpfPinPath('node-1'), 'rd_ct'), '-j'], { encoding: 'utf8' })) as unknown[];
         assert.ok(dump.length >= 2 * rs.length, `rd_ct holds both directions of every flow: ${dump.length} entries for ${rs.length} flows`);
       } finally {

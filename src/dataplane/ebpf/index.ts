@@ -42,7 +42,8 @@ import { BackendCodec, BE_F, BeStatsCodec, CFG_F, DEFAULT_CT_TIMEOUTS, DEFAULT_S
 import { bpfMap, libbpfAvailable, netnsCookie } from './libbpf.js';
 import { checkMaglevTableSize } from './maglev.js';
 import { dumpRaw, SyncWrites, writeConfig, type MapFds, type MapIO } from './maps.js';
-import { DEFAULT_MAP_SIZES, DEFAULT_PIN_PATH, loadPerPacket, loadSocketLB, removePins, type MapSizes, type PerPacket, type SocketLB } from './programs.js';
+import { devicesFor, readDirectRoutes } from '../../source/pod-devices.js';
+import { attachPodDevices, DEFAULT_MAP_SIZES, DEFAULT_PIN_PATH, loadPerPacket, loadSocketLB, removePins, type MapSizes, type PerPacket, type SocketLB } from './programs.js';
 import type { CtTimeouts } from './codecs.js';
 import { detectsLocal } from '../../model/frontends.js';
 import { readKernel, readPerCpu, type KernelFrontend } from './readback.js';
@@ -259,6 +260,7 @@ export class EbpfDataPlane implements DataPlane {
     this.mustReconcile = false;
     this.lastReconcile = this.now();
     this.destroyStale(gone);
+    this.followPodDevices();
     return written;
   }
 
@@ -283,7 +285,42 @@ export class EbpfDataPlane implements DataPlane {
     const written = w.flush();
     st.settle();
     this.destroyStale(gone);
+    this.followPodDevices();
     return written;
+  }
+
+  private podDevicesVersion = -1;
+  private podDevicesRun: Promise<void> = Promise.resolve();
+  /** Pod-facing interfaces rd_from_pod is attached to. */
+  podDevices: string[] = [];
+
+  /**
+   * Keeps rd_from_pod on the interfaces local endpoints are routed through, when the set of local
+   * endpoint addresses changed. Runs after the sync, off its path (one `ip route` read), one run
+   * at a time; until it lands, replies of a new local pod reach the client through the stack and
+   * rd_to_netdev, so nothing breaks meanwhile.
+   */
+  private followPodDevices(): void {
+    const pp = this.perPacket;
+    if (pp === undefined || this.state.localIPsVersion === this.podDevicesVersion) return;
+    const version = this.state.localIPsVersion;
+    this.podDevicesVersion = version;
+    this.podDevicesRun = this.podDevicesRun.then(async () => {
+      if (this.perPacket !== pp) return;
+      try {
+        const devices = devicesFor(this.state.localEndpointIPs(), await readDirectRoutes(), pp.devices);
+        this.podDevices = attachPodDevices(pp, this.pinPath, devices, this.logger);
+      } catch (e) {
+        // Retried with the next change of local endpoints (or the next start).
+        this.podDevicesVersion = -1;
+        this.logger.warn('could not attach to the pod-facing interfaces', { error: e as Error });
+      }
+    });
+  }
+
+  /** Resolves once the pod-facing interfaces follow the last sync (tests). */
+  podDevicesSettled(): Promise<void> {
+    return this.podDevicesRun;
   }
 
   private syncWrites: SyncWrites | undefined;

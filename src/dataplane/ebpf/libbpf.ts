@@ -37,9 +37,16 @@ function bind() {
   // struct bpf_tc_hook and struct bpf_tc_opts (libbpf.h), trailing `size_t :0` as padding.
   const TcHook = koffi.struct('rd_bpf_tc_hook', { sz: 'size_t', ifindex: 'int', attach_point: 'int', parent: 'uint32', _pad: 'uint32' });
   const TcOpts = koffi.struct('rd_bpf_tc_opts', { sz: 'size_t', prog_fd: 'int', flags: 'uint32', prog_id: 'uint32', handle: 'uint32', priority: 'uint32', _pad: 'uint32' });
+  const TestRunOpts = koffi.struct('rd_bpf_test_run_opts', {
+    sz: 'size_t', data_in: 'void *', data_out: 'void *', data_size_in: 'uint32', data_size_out: 'uint32',
+    ctx_in: 'void *', ctx_out: 'void *', ctx_size_in: 'uint32', ctx_size_out: 'uint32',
+    retval: 'uint32', repeat: 'int', duration: 'uint32', flags: 'uint32', cpu: 'uint32', batch_size: 'uint32',
+  });
   return {
     OpenOpts,
     BatchOpts,
+    TestRunOpts,
+    progTestRun: bpf.func('int bpf_prog_test_run_opts(int prog_fd, _Inout_ rd_bpf_test_run_opts *opts)'),
     TcHook,
     TcOpts,
     tcHookCreate: bpf.func('int bpf_tc_hook_create(rd_bpf_tc_hook *hook)'),
@@ -366,6 +373,34 @@ export function tcQuery(ifindex: number, point: number, handle: number, priority
   const opts = tcOpts(handle, priority);
   const rc = L().tcQuery(tcHook(ifindex, point), opts) as number;
   return rc < 0 ? null : opts.prog_id;
+}
+
+// ---- BPF_PROG_TEST_RUN -----------------------------------------------------------------------
+
+export interface TestRunResult {
+  /** The program's return value (TC_ACT_*, or the redirect's result). */
+  retval: number;
+  /** The packet as the program left it. */
+  data: Buffer;
+  /** The context (struct __sk_buff) as the program left it, when one was passed in. */
+  ctx: Buffer | null;
+}
+
+/**
+ * Runs a loaded program once on a packet (and optionally a context, e.g. a struct __sk_buff
+ * with ingress_ifindex set) with BPF_PROG_TEST_RUN: the kernel's own code path on real maps, no
+ * interface involved. Throws DataPlaneError EREAD.
+ */
+export function progTestRun(progFd: number, data: Buffer, ctx?: Buffer, what = 'program'): TestRunResult {
+  const out = Buffer.alloc(data.length + 256);
+  const ctxOut = ctx === undefined ? null : Buffer.alloc(ctx.length);
+  const opts = {
+    sz: 80, data_in: data, data_out: out, data_size_in: data.length, data_size_out: out.length,
+    ctx_in: ctx ?? null, ctx_out: ctxOut, ctx_size_in: ctx?.length ?? 0, ctx_size_out: ctxOut?.length ?? 0,
+    retval: 0, repeat: 1, duration: 0, flags: 0, cpu: 0, batch_size: 0,
+  };
+  check('EREAD', `test run of ${what}`, L().progTestRun(progFd, opts) as number);
+  return { retval: opts.retval, data: out.subarray(0, opts.data_size_out), ctx: ctxOut === null ? null : ctxOut.subarray(0, opts.ctx_size_out) };
 }
 
 export const BPF_ANY = 0;

@@ -6,6 +6,7 @@
 //   <pin>/tc/<interface>/                 one empty directory per interface the per-packet programs
 //                                         are attached to (tc filters have no link to pin, and bpffs
 //                                         holds no files: this is their record)
+//   <pin>/tc-pod/<interface>/             the same for pod-facing interfaces (rd_from_pod)
 // A starting agent loads a fresh copy of the programs, adopts the pinned maps (libbpf reuses a
 // pinned map whose type, sizes and flags match; one that does not match is unpinned and recreated,
 // and the first sync refills it), and swaps each pinned link to the new program with
@@ -164,20 +165,22 @@ export interface PerPacket {
 }
 
 
-function recordedDevices(pin: string): string[] {
+type DeviceRole = 'tc' | 'tc-pod';
+
+function recordedDevices(pin: string, role: DeviceRole = 'tc'): string[] {
   try {
-    return readdirSync(join(pin, 'tc')).filter((d) => DEVICE_NAME.test(d));
+    return readdirSync(join(pin, role)).filter((d) => DEVICE_NAME.test(d));
   } catch {
     return [];
   }
 }
 
-function record(pin: string, dev: string): void {
-  mkdirSync(join(pin, 'tc', dev), { recursive: true, mode: 0o700 });
+function record(pin: string, dev: string, role: DeviceRole = 'tc'): void {
+  mkdirSync(join(pin, role, dev), { recursive: true, mode: 0o700 });
 }
 
-function unrecord(pin: string, dev: string): void {
-  rmSync(join(pin, 'tc', dev), { recursive: true, force: true });
+function unrecord(pin: string, dev: string, role: DeviceRole = 'tc'): void {
+  rmSync(join(pin, role, dev), { recursive: true, force: true });
 }
 
 /**
@@ -223,8 +226,46 @@ export function loadPerPacket(o: PerPacketOptions): PerPacket {
   }
 }
 
-/** Removes Rudder's filter from a device's ingress and egress (a device that is gone has none). */
-function detachDevice(dev: string): void {
+/**
+ * Puts rd_from_pod on the ingress of exactly `devices` (the interfaces local endpoints are
+ * routed through), replacing an earlier program in place and removing it from interfaces no
+ * longer listed. An interface that vanished meanwhile is skipped (its filters went with it).
+ * Returns the interfaces attached. Throws DataPlaneError EAPPLY.
+ */
+export function attachPodDevices(pp: PerPacket, pinPath: string, devices: readonly string[], logger: Logger): string[] {
+  const prog = pp.obj.progFd('rd_from_pod');
+  const done: string[] = [];
+  for (const dev of devices) {
+    if (!DEVICE_NAME.test(dev)) continue;
+    let i: number;
+    try {
+      i = ifIndex(dev);
+    } catch {
+      continue;
+    }
+    record(pinPath, dev, 'tc-pod');
+    try {
+      tcAttach(i, TC_INGRESS, prog, TC_HANDLE, TC_PRIORITY, `${dev} ingress`);
+      done.push(dev);
+    } catch (e) {
+      if (!existsSync(`/sys/class/net/${dev}`)) continue;
+      throw new DataPlaneError('EAPPLY', (e as Error).message);
+    }
+  }
+  for (const dev of recordedDevices(pinPath, 'tc-pod')) {
+    if (done.includes(dev)) continue;
+    try {
+      detachDevice(dev, false);
+    } catch (e) {
+      logger.warn('could not detach from a pod interface', { device: dev, error: e as Error });
+    }
+    unrecord(pinPath, dev, 'tc-pod');
+  }
+  return done;
+}
+
+/** Removes Rudder's filter from a device's ingress (and egress) (a device that is gone has none). */
+function detachDevice(dev: string, egress = true): void {
   let i: number;
   try {
     i = ifIndex(dev);
@@ -232,7 +273,7 @@ function detachDevice(dev: string): void {
     return;
   }
   tcDetach(i, TC_INGRESS, TC_HANDLE, TC_PRIORITY, `${dev} ingress`);
-  tcDetach(i, TC_EGRESS, TC_HANDLE, TC_PRIORITY, `${dev} egress`);
+  if (egress) tcDetach(i, TC_EGRESS, TC_HANDLE, TC_PRIORITY, `${dev} egress`);
 }
 
 function cgroupId(path: string): bigint {
@@ -284,6 +325,7 @@ export function removePins(pin: string): void {
   try {
     // tc filters hold the programs without a pin: detach them where they were recorded.
     for (const dev of recordedDevices(pin)) detachDevice(dev);
+    for (const dev of recordedDevices(pin, 'tc-pod')) detachDevice(dev, false);
     const links = join(pin, 'links');
     if (existsSync(links)) {
       for (const f of readdirSync(links)) unlinkSync(join(links, f));

@@ -354,8 +354,31 @@ export class SocketLBState {
     this.entryDigests.delete(ek);
   }
 
+  /** Local endpoint address -> programmed local backends at it (where replies come from). */
+  private readonly localIPs = new Map<string, number>();
+  /** Bumped whenever the set of local endpoint addresses changes. */
+  localIPsVersion = 0;
+
+  localEndpointIPs(): string[] {
+    return [...this.localIPs.keys()];
+  }
+
+  private countLocal(key: string, d: 1 | -1): void {
+    if (!key.endsWith('|l')) return;
+    const ip = key.slice(0, key.indexOf('|'));
+    const n = (this.localIPs.get(ip) ?? 0) + d;
+    if (n > 0) {
+      if (d === 1 && n === 1) this.localIPsVersion++;
+      this.localIPs.set(ip, n);
+    } else {
+      this.localIPs.delete(ip);
+      this.localIPsVersion++;
+    }
+  }
+
   private refBackend(t: Target, w: SyncWrites): void {
     const n = this.backendRefs.get(t.key) ?? 0;
+    if (n === 0) this.countLocal(t.key, 1);
     if (n === 0 && this.backendIds.get(t.key) === undefined) {
       const id = this.backendIds.acquire(t.key);
       this.backendDigests.set(id, w.backend(id, { addr: t.ip, port: t.port, proto: t.proto, flags: t.local ? BE_F.LOCAL : 0 }));
@@ -371,6 +394,7 @@ export class SocketLBState {
         continue;
       }
       this.backendRefs.delete(b);
+      this.countLocal(b, -1);
       const id = this.backendIds.get(b);
       if (id !== undefined) {
         w.delBackends.add((k, o) => k.writeUInt32LE(id, o));
@@ -572,6 +596,9 @@ export class SocketLBState {
     }
     for (const fe of k.frontends) this.adoptFrontend(fe, w);
     for (const slot of k.orphanSlots) w.delSlots.add((buf, o) => SvcKeyCodec.encode(slot, buf, o));
+    this.localIPs.clear();
+    for (const key of this.backendRefs.keys()) this.countLocal(key, 1);
+    this.localIPsVersion++;
     for (const [id] of k.backends) {
       const key = this.backendIds.keyOf(id);
       if (key !== undefined && !this.backendRefs.has(key)) {

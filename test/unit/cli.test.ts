@@ -89,3 +89,17 @@ test('trace explains in words without --json, and services prints a table', () =
   assert.match(s.stdout, /^demo\/shop:http\/TCP\s+198\.18\.1\.10:80\/TCP\s+LoadBalancer\s+eTP=Local\s+10\.244\.1\.11:8081 \(ready, local\)$/m);
   assert.match(s.stdout, /^demo\/empty:http\/TCP\s+10\.96\.0\.14:80\/TCP\s+ClusterIP\s+iTP=Cluster\s+\(none: reject\)$/m);
 });
+
+test('eBPF per-packet flags: devices (or none), conntrack size and SNAT ports are checked and named in errors', async () => {
+  const { ebpfOptions, EBPF_FLAGS } = await import('../../src/cli/ebpf-flags.js');
+  const { parseArgs } = await import('../../src/cli/args.js');
+  const opts = (...argv: string[]) => ebpfOptions(parseArgs(argv, EBPF_FLAGS));
+  assert.deepEqual(opts('--devices', 'eth0,bond0.10').devices, ['eth0', 'bond0.10']);
+  assert.deepEqual(opts('--devices', 'none').devices, []);
+  assert.equal(opts().devices, undefined, 'absent: detected from the node IPs');
+  assert.throws(() => opts('--devices', 'eth0,../x'), /--devices: "\.\.\/x" is not an interface name/);
+  assert.deepEqual(opts('--bpf-snat-ports', '40000-50000').snatPorts, [40000, 50000]);
+  for (const bad of ['50000-40000', '80-90', '1-2-3', '61000-70000']) assert.throws(() => opts('--bpf-snat-ports', bad), /--bpf-snat-ports/);
+  assert.equal(opts('--bpf-ct-max', '1024').sizes?.ct, 1024);
+  assert.throws(() => opts('--bpf-ct-max', '0'), /--bpf-ct-max/);
+});

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { PassThrough } from 'node:stream';
-import { LocalAddressError, parseIpAddrJSON, readLocalAddresses, watchLocalAddresses } from '../../src/source/local-addresses.js';
+import { devicesHolding, LocalAddressError, parseIpAddrJSON, readLocalAddresses, watchLocalAddresses } from '../../src/source/local-addresses.js';
 import type { MonitorProcess } from '../../src/source/local-addresses.js';
 import type { ExecFn } from '../../src/util/exec.js';
 
@@ -28,6 +28,13 @@ test('local addresses: loopback, IPv6 link-local and DAD failures excluded; cano
   assert.deepEqual(parseIpAddrJSON('[]'), []);
   assert.throws(() => parseIpAddrJSON('not json'), LocalAddressError);
   assert.throws(() => parseIpAddrJSON('{"addr_info": []}'), /expected a list of links/);
+});
+
+test('the interfaces holding the node IPs (written in any spelling) are where the per-packet path attaches', () => {
+  assert.deepEqual(devicesHolding(NODE, ['10.0.5.2']), ['if1']);
+  assert.deepEqual(devicesHolding(NODE, ['fd00::2', '127.0.0.53']), ['if1', 'if2']);
+  assert.deepEqual(devicesHolding(NODE, ['192.0.2.1']), []);
+  assert.throws(() => devicesHolding('not json', ['10.0.5.2']), LocalAddressError);
 });
 
 test('readLocalAddresses runs `ip -j addr show` as argv and reports a failing ip', async () => {

@@ -1,0 +1,32 @@
+// Which interfaces this node's pods are reached through (src/source/pod-devices.ts), from the
+// routing table as `ip -j route show` prints it.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { devicesFor, parseDirectRoutes } from '../../src/source/pod-devices.js';
+
+const ROUTES4 = JSON.stringify([
+  { dst: 'default', gateway: '198.18.0.1', dev: 'eth0', flags: [] },
+  { dst: '10.244.1.10', dev: 'veth-a', scope: 'link', flags: [] },
+  { dst: '10.244.1.11', dev: 'veth-b', scope: 'link', flags: [] },
+  { dst: '10.244.2.0/24', gateway: '198.18.0.3', dev: 'eth0', flags: [] },
+  { dst: '10.244.3.0/24', dev: 'cni0', protocol: 'kernel', scope: 'link', prefsrc: '10.244.3.1', flags: [] },
+  { dst: '198.18.0.0/24', dev: 'eth0', protocol: 'kernel', scope: 'link', prefsrc: '198.18.0.2', flags: [] },
+]);
+const ROUTES6 = JSON.stringify([{ dst: 'fd00:10:244:1::5', dev: 'veth-c', metric: 1024, flags: [] }, { type: 'blackhole', dst: 'fd00::/8', dev: 'lo', flags: [] }]);
+
+test('direct routes keep address and device; default, gateway and non-unicast routes are left out; garbage yields none', () => {
+  assert.deepEqual(parseDirectRoutes(ROUTES4).map((r) => `${r.dst}@${r.dev}`), ['10.244.1.10@veth-a', '10.244.1.11@veth-b', '10.244.3.0/24@cni0', '198.18.0.0/24@eth0']);
+  assert.deepEqual(parseDirectRoutes(ROUTES6).map((r) => `${r.dst}@${r.dev}`), ['fd00:10:244:1::5@veth-c']);
+  assert.deepEqual(parseDirectRoutes('not json'), []);
+  assert.deepEqual(parseDirectRoutes('{"dst":"x"}'), []);
+});
+
+test('a local endpoint\'s interface is its longest direct match: a veth per pod, or the bridge; the external interfaces are never pod interfaces', () => {
+  const routes = [...parseDirectRoutes(ROUTES4), ...parseDirectRoutes(ROUTES6)];
+  assert.deepEqual(devicesFor(['10.244.1.10', '10.244.1.11', '10.244.3.7', 'fd00:10:244:1::5'], routes, ['eth0']), ['cni0', 'veth-a', 'veth-b', 'veth-c']);
+  // An endpoint on the node network (host-network pod) is reached through eth0: excluded.
+  assert.deepEqual(devicesFor(['198.18.0.2'], routes, ['eth0']), []);
+  // Routed through a gateway (another node) or not routed at all: no pod interface.
+  assert.deepEqual(devicesFor(['10.244.2.9', '192.0.2.1', 'not-an-ip'], routes, ['eth0']), []);
+});

@@ -3,14 +3,17 @@
 // to the pod IP (no data plane loaded at all: the baseline), through the ClusterIP and through a
 // NodePort on node-1 for every data plane and service count asked for. Configurations are
 // interleaved within each round (A B C A B C ...) because these machines drift; conntrack is
-// flushed in the node namespaces before every sample. Everything happens inside lab namespaces;
-// the lab is destroyed at the end, on failure and on signals.
+// flushed in the node namespaces before every sample. Every sample also reads the whole machine's
+// busy CPU time just before and after wrk, for the CPU per request. Everything happens inside lab
+// namespaces; the lab is destroyed at the end, on failure and on signals.
 //
-// The ebpf plane translates at connect() in the programs attached to each node's cgroup, so it
-// serves processes started on a node (wrk in pod-1b runs in node-1's cgroup: checked before the
-// first sample) and not the external client's packets yet: its NodePort row says so instead of
-// a figure. Between states its agents' pinned programs are removed with `rudder cleanup`, and the
-// node cgroups are checked to hold no program any more, so the direct rows measure no BPF hook.
+// The ebpf plane translates pods' and the node's connections at connect() in the programs
+// attached to each node's cgroup (wrk in pod-1b runs in node-1's cgroup: checked before the first
+// sample), and the external client's packets in tc programs on the interface holding the node IP,
+// which its agent finds from --node-ip (each agent must report it attached before a sample).
+// Between states its agents' pinned programs are removed with `rudder cleanup`, and the node
+// cgroups and those interfaces are checked to hold no program any more, so the direct rows
+// measure no BPF hook.
 
 import { existsSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, release } from 'node:os';
@@ -18,10 +21,12 @@ import { RUDDER_BIN, startAgent, type LabAgent } from '../src/lab/agents.js';
 import { Lab, defaultTopology, findCgroup2Mount, type Topology } from '../src/lab/index.js';
 import { findProgram } from '../src/lab/probes.js';
 import { cpuMs, rssMiB } from './proc.js';
+import { cpuUsPerRequest, machineBusyCpuSeconds } from './traffic-cpu.js';
+import { perPacketPath, rejectedFlows, rejectedSince } from './traffic-ebpf.js';
 import { assertLabDestination } from '../src/lab/topology.js';
 import { createLogger, type Logger } from '../src/observe/log.js';
 import { manifestDir, type BenchTarget } from './traffic-manifests.js';
-import { renderTable, summarize, type BenchConfig, type Row, type Sample } from './traffic-report.js';
+import { CPU_PER_REQUEST_NOTE, renderTable, summarize, type BenchConfig, type Row, type Sample } from './traffic-report.js';
 import { startBenchServer, type BenchServer } from './traffic-server.js';
 import { parseWrk, wrkArgv } from './traffic-wrk.js';
 
@@ -97,13 +102,10 @@ const SERVER_PORT = 8080;
  * default 120 s would fill most of it and drop other labs' packets.
  */
 const CONNTRACK_TIME_WAIT_SEC = 2;
+/** The same for the eBPF plane's own connection tracking: closed flows (and their SNAT ports) go after as long. */
+const EBPF_CT_ARGS = ['--bpf-ct-timeout-tcp-closing', `${CONNTRACK_TIME_WAIT_SEC}s`];
 
 type State = { dataplane: null } | { dataplane: string; services: number };
-
-/** Paths a data plane does not handle yet, with what its row says instead of a figure. */
-const NOT_MEASURED: Record<string, Partial<Record<BenchConfig['via'], string>>> = {
-  ebpf: { nodeport: 'n/a (per-packet path not built yet)' },
-};
 
 function stateName(s: State): string {
   return s.dataplane === null ? 'no data plane' : `${s.dataplane}, ${s.services.toLocaleString('en-US')} service${s.services === 1 ? '' : 's'}`;
@@ -123,11 +125,7 @@ function configurations(lab: Lab, t: BenchTarget, o: TrafficBenchOptions): Bench
   for (const dp of o.dataplanes) {
     for (const n of o.services) {
       pod.push({ id: `clusterip/${dp}/${n}`, kind: 'pod', via: 'clusterip', label: `${CLIENT_POD} -> ClusterIP`, dataplane: dp, services: n, from: CLIENT_POD, url: `http://${t.clusterIP}:${t.port}/` });
-      const notMeasured = NOT_MEASURED[dp]?.nodeport;
-      ext.push({
-        id: `nodeport/${dp}/${n}`, kind: 'external', via: 'nodeport', label: `${EXTERNAL} -> NodePort on ${INGRESS_NODE} (eTP Cluster)`, dataplane: dp, services: n, from: EXTERNAL, url: `http://${lab.ip(INGRESS_NODE)}:${t.nodePort}/`,
-        ...(notMeasured === undefined ? {} : { notMeasured }),
-      });
+      ext.push({ id: `nodeport/${dp}/${n}`, kind: 'external', via: 'nodeport', label: `${EXTERNAL} -> NodePort on ${INGRESS_NODE} (eTP Cluster)`, dataplane: dp, services: n, from: EXTERNAL, url: `http://${lab.ip(INGRESS_NODE)}:${t.nodePort}/` });
     }
   }
   return [...pod, ...ext];
@@ -136,6 +134,9 @@ function configurations(lab: Lab, t: BenchTarget, o: TrafficBenchOptions): Bench
 function inState(c: BenchConfig, s: State): boolean {
   return s.dataplane === null ? c.dataplane === null : c.dataplane === s.dataplane && c.services === s.services;
 }
+
+/** "dropped 96, refused 2". */
+const reasons = (m: ReadonlyMap<string, number>): string => [...m].map(([reason, n]) => `${reason} ${n.toLocaleString('en-US')}`).join(', ');
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const secondsSince = (t0: number): number => (Date.now() - t0) / 1000;
@@ -259,6 +260,8 @@ export async function runTrafficBench(o: TrafficBenchOptions): Promise<TrafficBe
     }
     o.progress(`wrk in ${CLIENT_POD} runs in cgroup ${clientCgroup || '(none)'}`);
     let current: State = { dataplane: null };
+    /** Per node, the interfaces the running ebpf agents hold tc programs on. */
+    const tcDevices = new Map<string, string[]>();
 
     const leave = async (s: State): Promise<void> => {
       await Promise.all(agents.map((a) => a.stop()));
@@ -275,14 +278,26 @@ export async function runTrafficBench(o: TrafficBenchOptions): Promise<TrafficBe
       }));
       startRecord(dp, s.services).cleanupSeconds.push(secondsSince(t0));
       if (dp === 'ebpf') for (const n of nodes) await assertNoBpfLeft(n);
+      tcDevices.clear();
       // Back to a pristine namespace: the built-in tables the data plane created stay registered
       // after cleanup and keep nf_conntrack in the path, which the direct baseline must not pay.
       if (haveNft) for (const n of nodes) await l.execOk(n, ['nft', 'flush', 'ruleset']);
     };
 
-    /** Throws unless the node's pins are gone and its cgroup has no program attached. */
+    /**
+     * Throws unless the node's pins are gone and neither its cgroup nor the interfaces its agent
+     * translated packets on have a program attached. Removes the clsact qdisc the tc programs
+     * hung from, so the next state starts from a pristine namespace.
+     */
     const assertNoBpfLeft = async (n: string): Promise<void> => {
       if (existsSync(l.bpfPinPath(n))) throw new Error(`rudder cleanup left ${l.bpfPinPath(n)} behind`);
+      for (const dev of tcDevices.get(n) ?? []) {
+        for (const dir of ['ingress', 'egress']) {
+          const r = await l.execOk(n, ['tc', 'filter', 'show', 'dev', dev, dir]);
+          if (r.stdout.trim() !== '') throw new Error(`tc filters still on ${dev} ${dir} of ${n} after rudder cleanup: ${r.stdout.trim().slice(0, 300)}`);
+        }
+        await l.exec(n, ['tc', 'qdisc', 'del', 'dev', dev, 'clsact']);
+      }
       if (!haveBpftool) return;
       const r = await l.execOk(n, ['bpftool', '-j', 'cgroup', 'show', l.cgroup(n)], { keepMounts: true });
       const progs = r.stdout.trim() === '' ? [] : JSON.parse(r.stdout) as unknown[];
@@ -295,12 +310,25 @@ export async function runTrafficBench(o: TrafficBenchOptions): Promise<TrafficBe
       const file = manifests.get(s.services)!;
       const t0 = Date.now();
       const readyTimeoutMs = 60_000 + s.services * 25;
-      const results = await Promise.allSettled(nodes.map((n) => startAgent(l, n, { dataplane: dp, manifests: [file], clusterCIDR: topo.clusterCIDR, extraArgs: ['--sync-period', '1h'], readyTimeoutMs })));
+      const results = await Promise.allSettled(nodes.map((n) => startAgent(l, n, { dataplane: dp, manifests: [file], clusterCIDR: topo.clusterCIDR, extraArgs: ['--sync-period', '1h', ...(dp === 'ebpf' ? EBPF_CT_ARGS : [])], readyTimeoutMs })));
       agents = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
       const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed !== undefined) throw failed.reason;
       startRecord(dp, s.services).seconds.push(secondsSince(t0));
       startRecord(dp, s.services).rssMiB.push(Math.max(...agents.map((a) => rssMiB(a.proc.child.pid))));
+      // The external client's NodePort needs the per-packet path: every ebpf agent must have
+      // attached it, on the interfaces holding its --node-ip (found by the agent itself).
+      if (dp === 'ebpf') {
+        const attached: string[] = [];
+        for (const a of agents) {
+          const pp = perPacketPath(a.proc.output());
+          if (pp === null) throw new Error(`the ebpf agent on ${a.node} did not attach its per-packet path: ${a.proc.output().slice(-3).join(' | ')}`);
+          tcDevices.set(a.node, pp.devices);
+          attached.push(`${a.node} ${pp.devices.join(',')} (SNAT ports ${pp.snatPorts})`);
+        }
+        const note = `ebpf: per-packet path on ${attached.join(', ')}, the interfaces holding --node-ip (found by the agents)`;
+        if (!notes.includes(note)) notes.push(note);
+      }
       // Which iptables backend the agent chose (agents of other planes log it too, when they
       // remove iptables leftovers at start: only the iptables plane's own choice is noted).
       for (const line of dp === 'iptables' ? agents[0]!.proc.output() : []) {
@@ -310,19 +338,50 @@ export async function runTrafficBench(o: TrafficBenchOptions): Promise<TrafficBe
       }
     };
 
+    /**
+     * Connection attempts the running ebpf agents' programs turned away so far, per reason, both nodes;
+     * null when an agent's /metrics does not answer.
+     */
+    const ebpfRejected = async (): Promise<Map<string, number> | null> => {
+      const out = new Map<string, number>();
+      for (const a of agents) {
+        const m = await a.get('/metrics');
+        if (m.status !== 200) return null;
+        for (const [reason, n] of rejectedFlows(m.body)) out.set(reason, (out.get(reason) ?? 0) + n);
+      }
+      return out;
+    };
+    /** Per configuration id, the connection attempts the BPF programs turned away during its samples, per reason. */
+    const turnedAway = new Map<string, Map<string, number>>();
+
     const sample = async (c: BenchConfig, round: number): Promise<void> => {
       if (haveConntrack) await Promise.all(nodes.map((n) => l.exec(n, ['conntrack', '-F'])));
       await sleep(300);
       const argv = wrkArgv({ url: c.url, threads: o.threads, connections: o.connections, durationSec: o.durationSec, timeoutSec: 2 });
       const agentCpu = (): number => agents.reduce((sum, a) => sum + cpuMs(a.proc.child.pid), 0);
+      const rejected0 = c.dataplane === 'ebpf' ? await ebpfRejected() : null;
       const cpu0 = agentCpu();
+      const busy0 = machineBusyCpuSeconds();
       const r = await l.exec(c.from, argv, { timeoutMs: (o.durationSec + 30) * 1000 });
+      const busy = machineBusyCpuSeconds() - busy0;
       if (c.dataplane !== null && c.services !== null) startRecord(c.dataplane, c.services).cpuMsPerSample.push(agentCpu() - cpu0);
+      // wrk counts a flow whose SYN the programs drop as a slow connection, not an error: count them here.
+      const rejected1 = rejected0 === null ? null : await ebpfRejected();
+      const away = rejected0 === null || rejected1 === null ? new Map<string, number>() : rejectedSince(rejected0, rejected1);
+      if (away.size > 0) {
+        const sum = turnedAway.get(c.id) ?? new Map<string, number>();
+        for (const [reason, n] of away) sum.set(reason, (sum.get(reason) ?? 0) + n);
+        turnedAway.set(c.id, sum);
+      }
       if (r.code !== 0) throw new Error(`wrk in ${c.from} failed (exit ${r.code}): ${(r.stderr || r.stdout).trim().slice(0, 300)}`);
       const w = parseWrk(r.stdout);
-      const s: Sample = { round, reqPerSec: w.reqPerSec, requests: w.requests, p50Ms: w.p50Ms, p99Ms: w.p99Ms, errors: w.errors, errorDetail: w.errorDetail };
+      const s: Sample = {
+        round, reqPerSec: w.reqPerSec, requests: w.requests, p50Ms: w.p50Ms, p99Ms: w.p99Ms, errors: w.errors, errorDetail: w.errorDetail,
+        cpuSeconds: busy, cpuUsPerRequest: cpuUsPerRequest(busy, w.requests),
+      };
       samples.set(c.id, [...(samples.get(c.id) ?? []), s]);
-      o.progress(`  ${c.label}: ${Math.round(w.reqPerSec).toLocaleString('en-US')} req/s, p50 ${w.p50Ms.toFixed(2)} ms, p99 ${w.p99Ms.toFixed(2)} ms${w.errors > 0 ? `, errors: ${w.errorDetail}` : ''}`);
+      o.progress(`  ${c.label}: ${Math.round(w.reqPerSec).toLocaleString('en-US')} req/s, p50 ${w.p50Ms.toFixed(2)} ms, p99 ${w.p99Ms.toFixed(2)} ms, CPU ${s.cpuUsPerRequest.toFixed(1)} µs/req`
+        + `${w.errors > 0 ? `, errors: ${w.errorDetail}` : ''}${away.size > 0 ? `, connection attempts turned away by the BPF programs: ${reasons(away)}` : ''}`);
     };
 
     for (let round = 1; round <= o.rounds; round++) {
@@ -332,13 +391,17 @@ export async function runTrafficBench(o: TrafficBenchOptions): Promise<TrafficBe
         o.progress(`[round ${round}/${o.rounds}] ${stateName(s)}${s.dataplane === null ? '' : ': starting agents on every node'}`);
         await enter(s);
         current = s;
-        const mine = configs.filter((c) => inState(c, s) && c.notMeasured === undefined);
+        const mine = configs.filter((c) => inState(c, s));
         for (const c of mine) await checkPath(l, c, s);
         for (const c of mine) await sample(c, round);
       }
     }
 
     machine.loadAfter = loadavg();
+    for (const c of configs) {
+      const away = turnedAway.get(c.id);
+      if (away !== undefined) notes.push(`${c.dataplane}, ${c.services} service${c.services === 1 ? '' : 's'}, ${c.label}: the BPF programs turned away connection attempts during the samples (${reasons(away)}; rudder_ebpf_service_rejected_total, both nodes); wrk waits for the SYN retransmits instead of counting errors, so this shows as fewer req/s`);
+    }
     return {
       command: o.command,
       machine,
@@ -387,11 +450,13 @@ export function renderReport(r: TrafficBenchResult): string {
     `machine: ${m.nproc} CPUs (${m.cpu}), Linux ${m.kernel}, Node.js ${m.node}, wrk ${m.wrk}, ${m.iptables}; load average ${load(m.loadBefore)} before, ${load(m.loadAfter)} after`,
     `method: \`${wrkArgv({ url: 'URL', threads: s.threads, connections: s.connections, durationSec: s.durationSec, timeoutSec: 2 }).join(' ').replace('Connection: close', "'Connection: close'")}\` (one TCP connection per request); `
       + `${s.rounds} round${s.rounds === 1 ? '' : 's'}, configurations interleaved in each; medians over the rounds; conntrack flushed in the node namespaces before every sample`
-      + `${s.conntrackTimeWaitSec === null ? '' : ` (TIME_WAIT timeout ${s.conntrackTimeWaitSec} s there)`}; ip_local_port_range 1024-65535 where wrk runs; no TIME_WAIT sockets kept in the server pod (tcp_max_tw_buckets=0)`,
+      + `${s.conntrackTimeWaitSec === null ? '' : ` (TIME_WAIT timeout ${s.conntrackTimeWaitSec} s there; for ebpf its closing timeout, ${EBPF_CT_ARGS.join(' ')})`}; ip_local_port_range 1024-65535 where wrk runs; no TIME_WAIT sockets kept in the server pod (tcp_max_tw_buckets=0)`,
     `server: ${r.server}; wrk in ${CLIENT_POD} (node-1, cgroup ${r.clientCgroup || 'none'}) and in the external client; direct rows run with no data plane loaded (no conntrack, no BPF program attached)`,
     `target: ${r.target.namespace}/${r.target.name} ClusterIP ${r.target.clusterIP}:${r.target.port}, NodePort ${r.target.nodePort}, one endpoint; "services" counts every service in the table, the target last in rule order (the others: ClusterIP, 4 endpoints each)`,
     '',
     renderTable(r.rows),
+    CPU_PER_REQUEST_NOTE,
+    '',
   ];
   if (r.agentStarts.length > 0) {
     out.push(`agent start to healthy, both nodes in parallel (median): ${r.agentStarts.map((a) => `${a.dataplane} ${a.services.toLocaleString('en-US')}: ${mid(a.seconds, 1, 's')}`).join(', ')}`);
@@ -405,7 +470,9 @@ export function renderReport(r: TrafficBenchResult): string {
     const xs = d.samples.map((x) => x.reqPerSec);
     const lo = Math.min(...xs);
     const hi = Math.max(...xs);
-    out.push(`spread: ${d.label} ${Math.round(lo).toLocaleString('en-US')}-${Math.round(hi).toLocaleString('en-US')} req/s over the rounds (${(((hi - lo) / d.reqPerSec) * 100).toFixed(0)}% of its median)`);
+    const cpu = d.samples.map((x) => x.cpuUsPerRequest);
+    out.push(`spread: ${d.label} ${Math.round(lo).toLocaleString('en-US')}-${Math.round(hi).toLocaleString('en-US')} req/s over the rounds (${(((hi - lo) / d.reqPerSec) * 100).toFixed(0)}% of its median), `
+      + `CPU ${Math.min(...cpu).toFixed(1)}-${Math.max(...cpu).toFixed(1)} µs/req`);
   }
   for (const n of r.notes) out.push(`note: ${n}`);
   out.push(`lab run ${r.labRun}; took ${minutes(r.elapsedSec)}`);

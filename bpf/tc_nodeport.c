@@ -11,7 +11,8 @@
  *     backends get the frontend's address back and are redirected out, past netfilter.
  *   rd_to_netdev (egress): the same for replies that reached the external interface through the
  *     stack (a pod interface without rd_from_pod).
- * A frontend without endpoints is refused with ICMP port unreachable, as kube-proxy's REJECT.
+ * A frontend without endpoints is refused with ICMP port unreachable, as kube-proxy's REJECT; ICMP
+ * errors about a translated flow are translated too (rd_icmp_error), so path MTU discovery works.
  * A local backend keeps the client's address even under eTP=Cluster (its replies pass this node
  * anyway), as Cilium does; kube-proxy masquerades those too. */
 #include "lib/common.h"
@@ -27,8 +28,13 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 #define RD_SNAT_TRIES 16
+#ifndef IPPROTO_ICMPV6
+#define IPPROTO_ICMPV6 58
+#endif
 /* rd_new_flow's answer "refuse this packet" (the caller does, keeping the call chain's stack small). */
 #define RD_REFUSE 1000
+
+#define RD_PKT_ICMP 1 /* rd_parse: an ICMP or ICMPv6 packet */
 
 struct rd_pkt {
 	union rd_addr saddr;
@@ -91,9 +97,54 @@ static __always_inline int rd_parse(struct __sk_buff *skb, struct rd_pkt *p)
 		p->sport = uh->source;
 		p->dport = uh->dest;
 		p->udp_nocsum = p->v4 && uh->check == 0;
+	} else if (p->proto == (p->v4 ? IPPROTO_ICMP : IPPROTO_ICMPV6)) {
+		return RD_PKT_ICMP;
 	} else {
 		return -1;
 	}
+	return 0;
+}
+
+/* ICMP errors that quote a TCP or UDP packet (destination unreachable, fragmentation needed /
+ * packet too big, time exceeded), with the quoted packet's tuple in `q`. */
+#define RD_ICMP4_OFF (ETH_HLEN + 20)
+#define RD_ICMP6_OFF (ETH_HLEN + 40)
+
+static __always_inline int rd_parse_icmp_error(struct __sk_buff *skb, struct rd_pkt *q, bool v4)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	__u8 *icmp = data + (v4 ? RD_ICMP4_OFF : RD_ICMP6_OFF);
+	__u8 *l4;
+
+	if ((void *)(icmp + 8) > end)
+		return -1;
+	if (v4 ? (icmp[0] != 3 && icmp[0] != 11) : (icmp[0] < 1 || icmp[0] > 3))
+		return -1;
+	q->v4 = v4;
+	if (v4) {
+		struct iphdr *ip = (void *)(icmp + 8);
+
+		if ((void *)(ip + 1) > end || ip->ihl != 5)
+			return -1;
+		rd_addr_v4(&q->saddr, ip->saddr);
+		rd_addr_v4(&q->daddr, ip->daddr);
+		q->proto = ip->protocol;
+		l4 = (void *)(ip + 1);
+	} else {
+		struct ipv6hdr *ip6 = (void *)(icmp + 8);
+
+		if ((void *)(ip6 + 1) > end)
+			return -1;
+		__builtin_memcpy(&q->saddr, &ip6->saddr, 16);
+		__builtin_memcpy(&q->daddr, &ip6->daddr, 16);
+		q->proto = ip6->nexthdr;
+		l4 = (void *)(ip6 + 1);
+	}
+	if ((q->proto != IPPROTO_TCP && q->proto != IPPROTO_UDP) || (void *)(l4 + 4) > end)
+		return -1;
+	q->sport = *(__be16 *)l4;
+	q->dport = *(__be16 *)(l4 + 2);
 	return 0;
 }
 
@@ -326,6 +377,26 @@ static __always_inline bool rd_src_range_ok(const union rd_addr *src, __u32 rev_
 	return bpf_map_lookup_elem(&rd_src_ranges, &k) != NULL;
 }
 
+/* A flow's hash (addresses, ports, protocol): the seed of its backend pick, so Maglev sends one
+ * flow to one backend on every node and after a lost CT entry; different flows still spread. */
+static __always_inline __u32 rd_flow_hash(const struct rd_pkt *p)
+{
+	__u32 h = 0x9747b28c ^ p->proto;
+	int i;
+
+	for (i = 0; i < 4; i++) {
+		h = (h ^ p->saddr.w[i]) * 0x01000193;
+		h = (h ^ p->daddr.w[i]) * 0x01000193;
+	}
+	h = (h ^ (((__u32)p->sport << 16) | p->dport)) * 0x01000193;
+	h ^= h >> 16;
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35;
+	h ^= h >> 16;
+	return h;
+}
+
 static __always_inline __u32 rd_pick_ext(const struct rd_svc_key *key, const struct rd_svc_val *master, const struct rd_pkt *p, __u64 now)
 {
 	__u32 backend_id = 0;
@@ -341,7 +412,7 @@ static __always_inline __u32 rd_pick_ext(const struct rd_svc_key *key, const str
 				backend_id = av->backend_id;
 		}
 		if (!backend_id)
-			backend_id = rd_pick_backend(key, master, bpf_get_prandom_u32());
+			backend_id = rd_pick_backend(key, master, rd_flow_hash(p));
 		if (backend_id) {
 			struct rd_aff_val nv = { .last_used_ns = now, .backend_id = backend_id };
 
@@ -349,7 +420,46 @@ static __always_inline __u32 rd_pick_ext(const struct rd_svc_key *key, const str
 		}
 		return backend_id;
 	}
-	return rd_pick_backend(key, master, bpf_get_prandom_u32());
+	return rd_pick_backend(key, master, rd_flow_hash(p));
+}
+
+/*
+ * Picks the source port of a flow masqueraded to the node and reserves it: the reply entry `ck`
+ * (its dport the client's port on entry) is inserted only if no other flow's reply tuple is
+ * (node, port) -> (backend, port), so ports are unique per backend, as netfilter's NAT makes them.
+ * The client's own port is tried first, then random ones from the knobs' range, leaving out the
+ * node's ephemeral range (its own connections pick ports there, unseen by these maps). A port
+ * whose flow has expired is taken over. Returns 0 with ck->dport set, -1 when every try failed.
+ */
+static __noinline int rd_snat_reserve(struct rd_ct_key *ck, const struct rd_ct_val *cv, __u64 now)
+{
+	__u32 lo = rd_knobs.snat_port_min, hi = rd_knobs.snat_port_max;
+	__u32 slo = rd_knobs.snat_skip_min, shi = rd_knobs.snat_skip_max;
+	__u32 skip = (slo > 0 && slo >= lo && shi >= slo && shi <= hi) ? shi - slo + 1 : 0;
+	__u32 span, port = bpf_ntohs(ck->dport);
+	int i;
+
+	if (hi < lo)
+		return -1;
+	span = hi - lo + 1 - skip;
+	if (span == 0 || span > 65536)
+		return -1;
+	for (i = 0; i < RD_SNAT_TRIES; i++) {
+		struct rd_ct_val *old;
+
+		if (i > 0 || port < lo || port > hi || (skip && port >= slo && port <= shi)) {
+			port = lo + bpf_get_prandom_u32() % span;
+			if (skip && port >= slo)
+				port += skip;
+		}
+		ck->dport = bpf_htons((__u16)port);
+		if (bpf_map_update_elem(&rd_ct, ck, cv, BPF_NOEXIST) == 0)
+			return 0;
+		old = bpf_map_lookup_elem(&rd_ct, ck);
+		if (old && !rd_ct_live(old, ck->proto, now) && bpf_map_update_elem(&rd_ct, ck, cv, BPF_EXIST) == 0)
+			return 0;
+	}
+	return -1;
 }
 
 /* The first packet of a flow to a frontend: verdict, backend, NAT and both CT entries. */
@@ -425,26 +535,13 @@ static __noinline int rd_new_flow(struct __sk_buff *skb, struct rd_pkt *p)
 	cv.last_seen_ns = now;
 	cv.state = RD_CTS_SYN;
 	if (snat) {
-		__u32 span = (__u32)rd_knobs.snat_port_max - rd_knobs.snat_port_min + 1;
-		int i, ok = -1;
-
-		if (span == 0 || span > 65536)
-			return TC_ACT_SHOT;
 		nat_src = p->v4 ? cfg->node_ip4 : cfg->node_ip6;
 		if (rd_addr_is_zero(&nat_src))
 			return TC_ACT_SHOT;
 		ck.daddr = nat_src;
+		ck.dport = cport;
 		cv.flags = RD_CT_F_SNAT;
-		for (i = 0; i < RD_SNAT_TRIES; i++) {
-			__u16 port = rd_knobs.snat_port_min + (__u16)(bpf_get_prandom_u32() % span);
-
-			ck.dport = bpf_htons(port);
-			if (bpf_map_update_elem(&rd_ct, &ck, &cv, BPF_NOEXIST) == 0) {
-				ok = 0;
-				break;
-			}
-		}
-		if (ok) {
+		if (rd_snat_reserve(&ck, &cv, now)) {
 			rd_count(rev_nat_id, 2);
 			return TC_ACT_SHOT;
 		}
@@ -496,7 +593,8 @@ static __noinline int rd_tracked(struct __sk_buff *skb, struct rd_pkt *p, __u8 d
 	now = bpf_ktime_get_ns();
 	if (!rd_ct_live(v, p->proto, now))
 		return -1;
-	rd_ct_touch(v, p->proto, p->tcp_flags, now);
+	if (rd_ct_touch(v, p->proto, p->tcp_flags, now))
+		rd_ct_touch_peer(&k, v, now);
 	t.saddr = v->nat_saddr;
 	t.daddr = v->nat_daddr;
 	t.sport = v->nat_sport;
@@ -506,14 +604,124 @@ static __noinline int rd_tracked(struct __sk_buff *skb, struct rd_pkt *p, __u8 d
 	return forward ? rd_forward(skb, p) : TC_ACT_OK;
 }
 
+/* One address inside an ICMP error (the outer header's or the quoted packet's) rewritten, with
+ * every checksum that covers it: the outer IPv4 header's, the quoted IPv4 header's (which keeps
+ * the ICMP checksum's sum over it unchanged) or, for IPv6, the ICMPv6 checksum (with the
+ * pseudo-header for outer addresses). */
+static __always_inline int rd_icmp_set_addr(struct __sk_buff *skb, bool v4, __u32 off, const union rd_addr *old,
+				       const union rd_addr *new, __u32 ip_csum_off)
+{
+	if (v4) {
+		__be32 o = old->w[3], n = new->w[3];
+
+		if (bpf_l3_csum_replace(skb, ip_csum_off, o, n, 4))
+			return -1;
+		return bpf_skb_store_bytes(skb, off, &n, 4, 0);
+	}
+	{
+		union rd_addr o = *old, n = *new;
+		__s64 diff = bpf_csum_diff(o.w, 16, n.w, 16, 0);
+		/* ip_csum_off 0 marks the quoted header (plain data), else the outer (pseudo-header). */
+		__u64 f = ip_csum_off ? BPF_F_PSEUDO_HDR : 0;
+
+		if (diff < 0 || bpf_l4_csum_replace(skb, RD_ICMP6_OFF + 2, 0, diff, f))
+			return -1;
+		return bpf_skb_store_bytes(skb, off, &n, 16, 0);
+	}
+}
+
+static __always_inline int rd_icmp_set_port(struct __sk_buff *skb, bool v4, __u32 off, __be16 old, __be16 new)
+{
+	if (old == new)
+		return 0;
+	if (bpf_l4_csum_replace(skb, (v4 ? RD_ICMP4_OFF : RD_ICMP6_OFF) + 2, old, new, 2))
+		return -1;
+	return bpf_skb_store_bytes(skb, off, &new, 2, 0);
+}
+
+/*
+ * An ICMP error about a translated flow, translated like the flow's own packets so that it
+ * reaches the other end: about a packet this node sent to a backend (the quote is the
+ * translated packet: its reply entry names the flow), to the client, with the quote and the
+ * addresses the client knows (frontend, its own); about a reply the client got (the quote is
+ * frontend -> client: its forward entry), to the backend. So path MTU discovery and refusals
+ * work through the translation. Returns -1 if the error is about no tracked flow.
+ */
+static __noinline int rd_icmp_error(struct __sk_buff *skb, const struct rd_pkt *outer, bool forward)
+{
+	struct rd_pkt q = {};
+	struct rd_ct_key k = {};
+	struct rd_ct_val *v;
+	bool v4 = outer->v4, to_client;
+	__u32 in_ip = v4 ? RD_ICMP4_OFF + 8 : RD_ICMP6_OFF + 8;
+	__u32 in_l4 = in_ip + (v4 ? 20 : 40);
+	__u32 in_src = in_ip + (v4 ? 12 : 8), in_dst = in_ip + (v4 ? 16 : 24);
+	__u32 out_src = ETH_HLEN + (v4 ? 12 : 8), out_dst = ETH_HLEN + (v4 ? 16 : 24);
+	union rd_addr new_in_src, new_in_dst, new_out_dst;
+	__be16 new_in_sport, new_in_dport;
+
+	if (rd_parse_icmp_error(skb, &q, v4))
+		return -1;
+	/* The quoted packet's reverse is a packet of the flow as it arrives. */
+	k.saddr = q.daddr;
+	k.daddr = q.saddr;
+	k.sport = q.dport;
+	k.dport = q.sport;
+	k.proto = q.proto;
+	k.dir = RD_CT_REPLY;
+	v = bpf_map_lookup_elem(&rd_ct, &k);
+	to_client = v != NULL;
+	if (!v) {
+		k.dir = RD_CT_FWD;
+		v = bpf_map_lookup_elem(&rd_ct, &k);
+		if (!v)
+			return -1;
+	}
+	/* The entry rewrites packets of its direction; the quote travelled the other way, so it
+	 * becomes what the entry's own end sent: for a reply entry, client -> frontend (the error goes
+	 * to the client); for a forward entry, backend -> (node or client) (it goes to the backend). */
+	new_in_src = v->nat_daddr;
+	new_in_sport = v->nat_dport;
+	new_in_dst = v->nat_saddr;
+	new_in_dport = v->nat_sport;
+	new_out_dst = v->nat_daddr;
+	if (rd_icmp_set_addr(skb, v4, in_src, &q.saddr, &new_in_src, v4 ? in_ip + 10 : 0) ||
+	    rd_icmp_set_addr(skb, v4, in_dst, &q.daddr, &new_in_dst, v4 ? in_ip + 10 : 0) ||
+	    rd_icmp_set_port(skb, v4, in_l4, q.sport, new_in_sport) ||
+	    rd_icmp_set_port(skb, v4, in_l4 + 2, q.dport, new_in_dport))
+		return TC_ACT_SHOT;
+	/* An error the backend itself sent comes from the frontend, as the client knows it. */
+	if (to_client && rd_addr_eq(&outer->saddr, &q.daddr) &&
+	    rd_icmp_set_addr(skb, v4, out_src, &outer->saddr, &new_in_dst, ETH_HLEN + 10))
+		return TC_ACT_SHOT;
+	if (!rd_addr_eq(&outer->daddr, &new_out_dst) && rd_icmp_set_addr(skb, v4, out_dst, &outer->daddr, &new_out_dst, ETH_HLEN + 10))
+		return TC_ACT_SHOT;
+	if (!forward)
+		return TC_ACT_OK;
+	{
+		struct rd_pkt f = *outer;
+
+		f.saddr = to_client && rd_addr_eq(&outer->saddr, &q.daddr) ? new_in_dst : outer->saddr;
+		f.daddr = new_out_dst;
+		f.proto = v4 ? IPPROTO_ICMP : IPPROTO_ICMPV6;
+		f.sport = 0;
+		f.dport = 0;
+		return rd_forward(skb, &f);
+	}
+}
+
 SEC("tc")
 int rd_from_netdev(struct __sk_buff *skb)
 {
 	struct rd_pkt p = {};
-	int r;
+	int r = rd_parse(skb, &p);
 
-	if (rd_parse(skb, &p))
+	if (r < 0)
 		return TC_ACT_OK;
+	if (r == RD_PKT_ICMP) {
+		r = rd_icmp_error(skb, &p, true);
+		return r >= 0 ? r : TC_ACT_OK;
+	}
 	r = rd_tracked(skb, &p, RD_CT_FWD, true);
 	if (r >= 0)
 		return r;
@@ -534,11 +742,11 @@ SEC("tc")
 int rd_from_pod(struct __sk_buff *skb)
 {
 	struct rd_pkt p = {};
-	int r;
+	int r = rd_parse(skb, &p);
 
-	if (rd_parse(skb, &p))
+	if (r < 0)
 		return TC_ACT_OK;
-	r = rd_tracked(skb, &p, RD_CT_REPLY, true);
+	r = r == RD_PKT_ICMP ? rd_icmp_error(skb, &p, true) : rd_tracked(skb, &p, RD_CT_REPLY, true);
 	return r >= 0 ? r : TC_ACT_OK;
 }
 
@@ -546,11 +754,11 @@ SEC("tc")
 int rd_to_netdev(struct __sk_buff *skb)
 {
 	struct rd_pkt p = {};
-	int r;
+	int r = rd_parse(skb, &p);
 
-	if (rd_parse(skb, &p))
+	if (r < 0)
 		return TC_ACT_OK;
-	/* Replies of local backends, on their way back to the client. */
-	r = rd_tracked(skb, &p, RD_CT_REPLY, false);
+	/* Replies of local backends (and their ICMP errors), on their way back to the client. */
+	r = r == RD_PKT_ICMP ? rd_icmp_error(skb, &p, false) : rd_tracked(skb, &p, RD_CT_REPLY, false);
 	return r >= 0 ? r : TC_ACT_OK;
 }

@@ -148,7 +148,8 @@ struct rd_knobs {
 	__u32 ct_udp;
 	__u16 snat_port_min;
 	__u16 snat_port_max;
-	__u32 pad;
+	__u16 snat_skip_min; /* ports inside the range left out: the node's ephemeral range (0: none) */
+	__u16 snat_skip_max;
 };
 
 struct rd_svc_stats {

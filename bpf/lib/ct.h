@@ -108,15 +108,33 @@ static __always_inline bool rd_ct_live(const struct rd_ct_val *v, __u8 proto, __
 }
 
 /* Refreshes an entry for a packet of its direction: written at most once a second unless the
- * state changes, so a busy flow does not write its entry on every packet. */
-static __always_inline void rd_ct_touch(struct rd_ct_val *v, __u8 proto, __u8 tcp_flags, __u64 now)
+ * state changes, so a busy flow does not write its entry on every packet. Returns whether the
+ * time was refreshed. */
+static __always_inline bool rd_ct_touch(struct rd_ct_val *v, __u8 proto, __u8 tcp_flags, __u64 now)
 {
 	__u8 next = rd_ct_next_state(proto, v->state, tcp_flags);
+	bool refresh = now - v->last_seen_ns > 1000000000ULL;
 
-	if (next != v->state || now - v->last_seen_ns > 1000000000ULL) {
+	if (next != v->state || refresh) {
 		v->state = next;
 		v->last_seen_ns = now;
 	}
+	return refresh;
+}
+
+/* A packet keeps its whole flow alive, as nf_conntrack's one entry per flow does: the entry of
+ * the other direction (keyed by the tuple this entry rewrites to, reversed) is refreshed too, so
+ * a flow busy one way only (a stream to a silent client) keeps both its translations. */
+static __always_inline void rd_ct_touch_peer(const struct rd_ct_key *k, const struct rd_ct_val *v, __u64 now)
+{
+	struct rd_ct_key pk = {
+		.saddr = v->nat_daddr, .daddr = v->nat_saddr, .sport = v->nat_dport, .dport = v->nat_sport,
+		.proto = k->proto, .dir = k->dir == RD_CT_FWD ? RD_CT_REPLY : RD_CT_FWD,
+	};
+	struct rd_ct_val *pv = bpf_map_lookup_elem(&rd_ct, &pk);
+
+	if (pv && rd_ct_live(pv, k->proto, now))
+		pv->last_seen_ns = now;
 }
 
 #endif

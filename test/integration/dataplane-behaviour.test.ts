@@ -221,14 +221,20 @@ for (const dataplane of DATAPLANES_UNDER_TEST) {
       assert.equal(c.size, 1, `all 20 connections reach one backend: ${fmtCounts(c)}`);
     }));
 
-    it('10. UDP: a UDP ClusterIP service answers a pod', withEvidence('test 10', async () => {
-      for (const from of ['pod-1a', 'pod-2a']) {
+    it('10. UDP: a UDP ClusterIP service answers a pod and an off-cluster client; a backend\'s port unreachable reaches the client', withEvidence('test 10', async () => {
+      for (const from of ['pod-1a', 'pod-2a', 'client']) {
         for (let i = 0; i < 3; i++) {
           const r = reply(await L().udp(from, '10.96.1.11', 53, `hello-${i}`, { timeoutMs: OK_TIMEOUT_MS }), `${from} -> udp 10.96.1.11:53`);
           assert.ok(['pod-1b', 'pod-2b'].includes(r.pod), `answered by an endpoint: ${JSON.stringify(r)}`);
           assert.equal(r.port, 5300);
           assert.equal(r.payload, `hello-${i}`);
         }
+      }
+      // Nothing listens on the backend's port: its ICMP error, about the translated datagram, is
+      // translated back, so the client's connected socket sees the refusal.
+      for (const from of ['pod-1a', 'client']) {
+        const r = await L().udp(from, '10.96.1.16', 53, 'closed', { timeoutMs: OK_TIMEOUT_MS });
+        assert.ok(!r.ok && r.kind === 'refused', `${from} -> udp 10.96.1.16:53 (backend port closed): expected refused, got ${describeResult(r)}`);
       }
     }));
 

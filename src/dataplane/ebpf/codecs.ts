@@ -8,9 +8,9 @@
 
 import { formatIP, parseIP } from '../../model/ip.js';
 import { DataPlaneError } from '../dataplane.js';
-import { DEFAULT_SNAT_PORTS } from './defaults.js';
+import { DEFAULT_CT_TIMEOUTS, DEFAULT_SNAT_PORTS, type CtTimeouts } from './defaults.js';
 
-export { DEFAULT_SNAT_PORTS };
+export { DEFAULT_CT_TIMEOUTS, DEFAULT_SNAT_PORTS, type CtTimeouts };
 
 export const ADDR_SIZE = 16;
 
@@ -259,16 +259,6 @@ export const ConfigCodec = {
 /** rd_config.flags (RD_CFG_* in common.h). */
 export const CFG_F = { MASQ_OFF_CLUSTER4: 1 << 0, MASQ_OFF_CLUSTER6: 1 << 1 } as const;
 
-/** Connection tracking timeouts of the per-packet path, in seconds. */
-export interface CtTimeouts {
-  tcpSyn: number;
-  tcpEstablished: number;
-  tcpClosing: number;
-  udp: number;
-}
-
-/** As Cilium's defaults: a SYN a minute, established TCP 6 hours, closing 10 s, UDP a minute. */
-export const DEFAULT_CT_TIMEOUTS: CtTimeouts = { tcpSyn: 60, tcpEstablished: 21600, tcpClosing: 10, udp: 60 };
 
 /** struct rd_knobs (40 bytes): the objects' read-only data, fixed at load. */
 export interface Knobs {
@@ -278,11 +268,13 @@ export interface Knobs {
   ct?: CtTimeouts;
   /** Source ports of flows SNATed to the node, inclusive. */
   snatPorts?: [number, number];
+  /** Ports inside snatPorts left out: the node's ephemeral range (net.ipv4.ip_local_port_range). */
+  snatSkip?: [number, number];
 }
 export const KnobsCodec = {
   size: 40,
   struct: 'rd_knobs',
-  offsets: { host_netns_cookie: 0, host_ns_only: 8, maglev_m: 12, ct_tcp_syn: 16, ct_tcp_established: 20, ct_tcp_closing: 24, ct_udp: 28, snat_port_min: 32, snat_port_max: 34 },
+  offsets: { host_netns_cookie: 0, host_ns_only: 8, maglev_m: 12, ct_tcp_syn: 16, ct_tcp_established: 20, ct_tcp_closing: 24, ct_udp: 28, snat_port_min: 32, snat_port_max: 34, snat_skip_min: 36, snat_skip_max: 38 },
   encode(k: Knobs): Buffer {
     const buf = Buffer.alloc(40);
     const ct = k.ct ?? DEFAULT_CT_TIMEOUTS;
@@ -296,6 +288,9 @@ export const KnobsCodec = {
     buf.writeUInt32LE(ct.udp, 28);
     buf.writeUInt16LE(lo, 32);
     buf.writeUInt16LE(hi, 34);
+    const [slo, shi] = k.snatSkip ?? [0, 0];
+    buf.writeUInt16LE(slo, 36);
+    buf.writeUInt16LE(shi, 38);
     return buf;
   },
 };

@@ -138,7 +138,7 @@ export class EbpfDataPlane implements DataPlane {
     const hostNamespaceOnly = this.opts.hostNamespaceOnly ?? false;
     const knobs = {
       hostNetnsCookie: this.opts.hostNetnsCookie ?? netnsCookie(), hostNamespaceOnly, maglevTableSize: this.sizes.maglevTableSize,
-      ct: this.opts.ctTimeouts ?? DEFAULT_CT_TIMEOUTS, snatPorts: this.opts.snatPorts ?? DEFAULT_SNAT_PORTS,
+      ct: this.opts.ctTimeouts ?? DEFAULT_CT_TIMEOUTS, snatPorts: this.opts.snatPorts ?? DEFAULT_SNAT_PORTS, snatSkip: ephemeralPorts(this.logger),
     };
     this.lb = loadSocketLB({ pinPath: this.pinPath, cgroupPath: cg, sizes: this.sizes, logger: this.logger, knobs });
     this.stale = new StaleUdp(cg, this.logger);
@@ -153,7 +153,7 @@ export class EbpfDataPlane implements DataPlane {
         throw e;
       }
       this.state.setPerPacket(this.masqFallback());
-      this.logger.info('eBPF per-packet path attached', { devices: devices.join(','), snatPorts: knobs.snatPorts.join('-') });
+      this.logger.info('eBPF per-packet path attached', { devices: devices.join(','), snatPorts: knobs.snatPorts.join('-'), leftOut: knobs.snatSkip.join('-') });
     }
   }
 
@@ -410,6 +410,20 @@ function differs(fe: KernelFrontend, backends: ReadonlyMap<number, { addr: strin
   });
   if (have.length !== want.backends.length || have.some((b, i) => b !== want.backends[i])) return `backends differ (${have.length} programmed, ${want.backends.length} wanted)`;
   return '';
+}
+
+/**
+ * The node's ephemeral port range (net.ipv4.ip_local_port_range of this network namespace): SNAT
+ * ports stay out of it. [0, 0] (nothing left out) if it cannot be read.
+ */
+function ephemeralPorts(logger: Logger): [number, number] {
+  try {
+    const [lo, hi] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (Number.isInteger(lo) && Number.isInteger(hi) && lo! >= 1 && hi! <= 65535 && lo! <= hi!) return [lo!, hi!];
+  } catch (e) {
+    logger.warn('could not read net.ipv4.ip_local_port_range: SNAT ports may collide with the node\'s own connections', { error: e as Error });
+  }
+  return [0, 0];
 }
 
 /** Per-CPU maps hold one value per possible CPU (/sys/devices/system/cpu/possible, e.g. "0-1"). */

@@ -53,6 +53,8 @@ export interface DataPlaneCounters {
   backends: Array<{ backend: string; protocol: string; connections: number }>;
   /** Times the kernel state was found to differ from what the plane wrote, and repaired. */
   driftRepairs: number;
+  /** eBPF per-packet path: its connection tracking as the last sweep found it. */
+  conntrack?: { syn: number; established: number; closing: number; capacity: number; deletedTotal: number };
 }
 
 export interface DataPlane {

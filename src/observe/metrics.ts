@@ -93,6 +93,30 @@ export class Metrics {
         this.inc((await once())?.driftRepairs ?? 0);
       },
     });
+    new Gauge({
+      name: 'rudder_ebpf_conntrack_entries', help: 'Live entries of the eBPF per-packet connection tracking (two per flow), by TCP state (UDP counts as established), at the last sweep', labelNames: ['state'], registers: r,
+      async collect() {
+        this.reset();
+        const ct = (await once())?.conntrack;
+        if (ct !== undefined) for (const state of ['syn', 'established', 'closing'] as const) this.set({ state }, ct[state]);
+      },
+    });
+    new Gauge({
+      name: 'rudder_ebpf_conntrack_capacity', help: 'Entries the eBPF per-packet connection tracking holds at most (--bpf-ct-max); when full, the oldest flows are evicted', registers: r,
+      async collect() {
+        this.reset();
+        const ct = (await once())?.conntrack;
+        if (ct !== undefined) this.set(ct.capacity);
+      },
+    });
+    new Counter({
+      name: 'rudder_ebpf_conntrack_gc_deleted_total', help: 'Expired entries the agent removed from the eBPF per-packet connection tracking', registers: r,
+      async collect() {
+        this.reset();
+        const ct = (await once())?.conntrack;
+        if (ct !== undefined) this.inc(ct.deletedTotal);
+      },
+    });
     new Counter({
       name: 'rudder_ebpf_backend_connections_total', help: 'Connections the eBPF programs sent to a backend, per backend', labelNames: ['backend', 'protocol'], registers: r,
       async collect() {

@@ -14,6 +14,7 @@ import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { EbpfDataPlane } from '../../src/dataplane/ebpf/index.js';
 import { bpfMap, progTestRun } from '../../src/dataplane/ebpf/libbpf.js';
+import { sweepCt } from '../../src/dataplane/ebpf/ct.js';
 import { AffExtKeyCodec, CtKeyCodec, DEFAULT_CT_TIMEOUTS, type CtTimeouts, type Knobs } from '../../src/dataplane/ebpf/codecs.js';
 import { DEFAULT_MAP_SIZES, loadPerPacket, loadSocketLB, removePins, SOCK_LB_OBJECT, TC_OBJECT, type PerPacket, type SocketLB } from '../../src/dataplane/ebpf/programs.js';
 import { build } from '../../src/model/build.js';
@@ -23,7 +24,7 @@ import { LB_ALGORITHM_ANNOTATION } from '../../src/source/decode.js';
 import { memoryLogger } from '../../src/observe/log.js';
 import { config, decodeOk, rawService, service, slice, snapshotOf, type EpOpts } from '../support/fixtures.js';
 import { createEbpfScratch, type EbpfScratch } from '../support/ebpf-scratch.js';
-import { clearMap, CT_F_SNAT, CT_STATE, dumpCt, MACS, mapKeys, onesSum, packet, parse, parseIcmp, PROTO, TC_ACT, TCP, type CtEntry, type Flow, type Parsed } from '../support/tc-packets.js';
+import { addrBytes, clearMap, CT_F_SNAT, CT_STATE, dumpCt, MACS, mapKeys, onesSum, packet, parse, parseIcmp, PROTO, TC_ACT, TCP, type CtEntry, type Flow, type Parsed } from '../support/tc-packets.js';
 
 const isRoot = process.getuid?.() === 0;
 const missing = [SOCK_LB_OBJECT, TC_OBJECT].filter((p) => !existsSync(p));
@@ -559,5 +560,82 @@ describe('per-packet tc programs (BPF_PROG_TEST_RUN on the loaded objects)', { s
       const spread = new Set(Array.from({ length: 24 }, (_, i) => run(main.from, { ...flow, sport: 44100 + i }).out.dst));
       assert.ok(spread.size > 1, 'different flows spread over the backends');
     });
+  });
+
+  describe('ICMP errors about translated flows', () => {
+    /** An IPv4 ICMP error from `src` to `dst` quoting the first 28 bytes of `offending` (a frame). */
+    const icmpError4 = (src: string, dst: string, type: number, code: number, offending: Buffer, rest = 0): Buffer => {
+      const quote = offending.subarray(14, 14 + 28);
+      const f = Buffer.alloc(14 + 20 + 8 + quote.length);
+      Buffer.from(MACS.dst, 'hex').copy(f, 0);
+      Buffer.from(MACS.src, 'hex').copy(f, 6);
+      f.writeUInt16BE(0x0800, 12);
+      f[14] = 0x45;
+      f.writeUInt16BE(20 + 8 + quote.length, 16);
+      f[22] = 64;
+      f[23] = PROTO.ICMP;
+      addrBytes(src).copy(f, 26);
+      addrBytes(dst).copy(f, 30);
+      f.writeUInt16BE(0xffff - onesSum(f.subarray(14, 34)), 24);
+      f[34] = type;
+      f[35] = code;
+      f.writeUInt32BE(rest, 38);
+      quote.copy(f, 42);
+      f.writeUInt16BE(0xffff - onesSum(f.subarray(34)), 36);
+      return f;
+    };
+    const ROUTER = '198.18.0.254';
+
+    test('fragmentation needed about a packet sent to a remote backend reaches the client, about the packet it sent', () => {
+      const syn = progTestRun(main.from, packet({ src: CLIENT, sport: 40000, dst: NODE, dport: 30081, proto: 'tcp' }));
+      const snat = parse(syn.data);
+      assert.equal(snat.src, NODE);
+      const r = progTestRun(main.from, icmpError4(ROUTER, NODE, 3, 4, syn.data, 1400));
+      assert.equal(r.retval, TC_ACT.OK, 'translated, then to the stack (no route in a test run)');
+      const e = parseIcmp(r.data);
+      assert.equal(e.dst, CLIENT, 'to the client');
+      assert.equal(e.src, ROUTER, 'from the router that sent it');
+      assert.deepEqual([e.type, e.code, r.data.readUInt16BE(40)], [3, 4, 1400], 'type, code and MTU kept');
+      assert.ok(e.ipChecksumOk && e.icmpChecksumOk, 'outer and ICMP checksums valid');
+      const q = e.quoted;
+      assert.equal(`${[...q.subarray(12, 16)].join('.')}:${q.readUInt16BE(20)} > ${[...q.subarray(16, 20)].join('.')}:${q.readUInt16BE(22)}`, `${CLIENT}:40000 > ${NODE}:30081`, 'the quote is what the client sent');
+      assert.equal(onesSum(q.subarray(0, 20)), 0xffff, 'the quoted IPv4 header\'s checksum is valid');
+    });
+
+    test('port unreachable from a local backend about a UDP datagram comes from the frontend, about the datagram the client sent', () => {
+      const dg = progTestRun(main.from, packet({ src: CLIENT, sport: 40010, dst: NODE, dport: 30053, proto: 'udp', payload: 'x' }));
+      assert.equal(parse(dg.data).dst, LOCAL);
+      for (const prog of [main.pod, main.to]) {
+        const r = progTestRun(prog, icmpError4(LOCAL, CLIENT, 3, 3, dg.data));
+        assert.equal(r.retval, TC_ACT.OK);
+        const e = parseIcmp(r.data);
+        assert.deepEqual([e.src, e.dst, e.type, e.code], [NODE, CLIENT, 3, 3]);
+        assert.ok(e.ipChecksumOk && e.icmpChecksumOk);
+        assert.equal(`${[...e.quoted.subarray(16, 20)].join('.')}:${e.quoted.readUInt16BE(22)}`, `${NODE}:30053`);
+      }
+    });
+
+    test('an error about no tracked flow is left as it is', () => {
+      const other = packet({ src: CLIENT, sport: 40020, dst: '10.244.9.9', dport: 80, proto: 'tcp' });
+      const f = icmpError4(ROUTER, CLIENT, 3, 4, other, 1400);
+      const r = progTestRun(main.from, f);
+      assert.equal(r.retval, TC_ACT.OK);
+      assert.deepEqual(r.data, f);
+    });
+  });
+
+  test('the agent\'s sweep deletes expired entries and counts the live ones by state', async () => {
+    // An established flow (both directions saw data) and a SYN-only one; the SYN timeout is 1 s here.
+    run(tiny.from, { src: CLIENT, sport: 41000, dst: NODE, dport: 30080, proto: 'tcp' });
+    run(tiny.to, { src: LOCAL, sport: 8080, dst: CLIENT, dport: 41000, proto: 'tcp', flags: TCP.SYN | TCP.ACK });
+    run(tiny.from, { src: CLIENT, sport: 41000, dst: NODE, dport: 30080, proto: 'tcp', flags: TCP.ACK });
+    run(tiny.from, { src: CLIENT, sport: 41001, dst: NODE, dport: 30080, proto: 'tcp' });
+    assert.equal(ct().length, 4);
+    const before = sweepCt(ctFd, SIZES.ct, TINY_CT, process.hrtime.bigint(), bpfMap);
+    assert.deepEqual(before, { syn: 2, established: 2, closing: 0, deleted: 0, capacity: SIZES.ct });
+    await sleep(1300);
+    const after2 = sweepCt(ctFd, SIZES.ct, TINY_CT, process.hrtime.bigint(), bpfMap);
+    assert.deepEqual(after2, { syn: 0, established: 2, closing: 0, deleted: 2, capacity: SIZES.ct });
+    assert.deepEqual(ct().map((e) => e.sport === 41000 || e.dport === 41000).sort(), [true, true], 'what is left is the established flow');
   });
 });

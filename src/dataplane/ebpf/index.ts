@@ -45,6 +45,7 @@ import { dumpRaw, SyncWrites, writeConfig, type MapFds, type MapIO } from './map
 import { devicesFor, readDirectRoutes } from '../../source/pod-devices.js';
 import { attachPodDevices, DEFAULT_MAP_SIZES, DEFAULT_PIN_PATH, loadPerPacket, loadSocketLB, removePins, type MapSizes, type PerPacket, type SocketLB } from './programs.js';
 import type { CtTimeouts } from './codecs.js';
+import { sweepCt } from './ct.js';
 import { detectsLocal } from '../../model/frontends.js';
 import { readKernel, readPerCpu, type KernelFrontend } from './readback.js';
 import { backendKey, LOOPBACK, SocketLBState, splitBackendKey, type Entry, type LbAlgorithm } from './state.js';
@@ -79,6 +80,8 @@ export interface EbpfDataPlaneOptions {
   /** Per-packet path: connection tracking timeouts and the ports SNATed flows use. */
   ctTimeouts?: CtTimeouts;
   snatPorts?: [number, number];
+  /** How often the per-packet connection tracking is swept of expired entries (ms); default 10 s. */
+  ctSweepIntervalMs?: number;
   /** Map fds and operations to use instead of loading the programs (unit tests, with a fake). */
   maps?: { fds: MapFds; io: MapIO; perPacket?: boolean };
   now?: () => number;
@@ -153,6 +156,7 @@ export class EbpfDataPlane implements DataPlane {
         throw e;
       }
       this.state.setPerPacket(this.masqFallback());
+      this.startCtSweep(knobs.ct);
       this.logger.info('eBPF per-packet path attached', { devices: devices.join(','), snatPorts: knobs.snatPorts.join('-'), leftOut: knobs.snatSkip.join('-') });
     }
   }
@@ -289,6 +293,34 @@ export class EbpfDataPlane implements DataPlane {
     return written;
   }
 
+  private ctSweep: NodeJS.Timeout | undefined;
+  private ctStats: DataPlaneCounters['conntrack'];
+  private ctFull = false;
+
+  /** Sweeps rd_ct now and every ctSweepIntervalMs (never keeping the process alive). */
+  private startCtSweep(timeouts: CtTimeouts): void {
+    let deletedTotal = 0;
+    const sweep = (): void => {
+      const pp = this.perPacket;
+      if (pp === undefined) return;
+      try {
+        const s = sweepCt(pp.fds.rd_ct, this.sizes.ct, timeouts, process.hrtime.bigint(), this.io);
+        deletedTotal += s.deleted;
+        this.ctStats = { syn: s.syn, established: s.established, closing: s.closing, capacity: s.capacity, deletedTotal };
+        const live = s.syn + s.established + s.closing;
+        // Said once per crossing: an LRU map that is full evicts the oldest flows, which then break.
+        if (!this.ctFull && live >= 0.9 * s.capacity) this.logger.warn('the eBPF connection tracking is nearly full: the oldest flows will be evicted; raise --bpf-ct-max', { entries: live, capacity: s.capacity });
+        else if (this.ctFull && live < 0.8 * s.capacity) this.logger.info('the eBPF connection tracking has room again', { entries: live, capacity: s.capacity });
+        this.ctFull = live >= 0.9 * s.capacity || (this.ctFull && live >= 0.8 * s.capacity);
+      } catch (e) {
+        this.logger.warn('could not sweep the eBPF connection tracking', { error: e as Error });
+      }
+    };
+    sweep();
+    this.ctSweep = setInterval(sweep, this.opts.ctSweepIntervalMs ?? 10_000);
+    this.ctSweep.unref();
+  }
+
   private podDevicesVersion = -1;
   private podDevicesRun: Promise<void> = Promise.resolve();
   /** Pod-facing interfaces rd_from_pod is attached to. */
@@ -375,7 +407,7 @@ export class EbpfDataPlane implements DataPlane {
     const cpus = possibleCpus();
     const feBuf = Buffer.alloc(SvcStatsCodec.size * cpus);
     const beBuf = Buffer.alloc(BeStatsCodec.size * cpus);
-    const out: DataPlaneCounters = { frontends: [], backends: [], driftRepairs: this.driftRepairs };
+    const out: DataPlaneCounters = { frontends: [], backends: [], driftRepairs: this.driftRepairs, ...(this.ctStats === undefined ? {} : { conntrack: this.ctStats }) };
     for (const { id, rec } of this.state.frontends()) {
       const [connections, refused, dropped] = readPerCpu(fds.rd_svc_stats, id, 3, cpus, feBuf);
       out.frontends.push({ service: rec.service.id, kind: rec.kind, frontend: endpointId(rec.ip, rec.port), protocol: rec.protocol, connections: Number(connections), refused: Number(refused), dropped: Number(dropped) });
@@ -392,6 +424,8 @@ export class EbpfDataPlane implements DataPlane {
   async cleanup(): Promise<void> {
     this.stale?.close();
     this.stale = undefined;
+    if (this.ctSweep !== undefined) clearInterval(this.ctSweep);
+    this.ctSweep = undefined;
     this.perPacket?.close();
     this.perPacket = undefined;
     this.lb?.close();

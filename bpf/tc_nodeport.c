@@ -28,6 +28,31 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 #define RD_SNAT_TRIES 16
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct rd_trace);
+	__uint(max_entries, 1);
+} rd_trace SEC(".maps");
+
+/* The trace record of a dry run, else NULL (the live programs write none). */
+static __always_inline struct rd_trace *rd_tr(void)
+{
+	__u32 zero = 0;
+
+	return rd_knobs.dry_run ? bpf_map_lookup_elem(&rd_trace, &zero) : NULL;
+}
+
+static __always_inline void rd_note(__u32 step, __u32 reason)
+{
+	struct rd_trace *t = rd_tr();
+
+	if (t) {
+		t->step = step;
+		t->reason = reason;
+	}
+}
 #ifndef IPPROTO_ICMPV6
 #define IPPROTO_ICMPV6 58
 #endif
@@ -413,7 +438,7 @@ static __always_inline __u32 rd_pick_ext(const struct rd_svc_key *key, const str
 		}
 		if (!backend_id)
 			backend_id = rd_pick_backend(key, master, rd_flow_hash(p));
-		if (backend_id) {
+		if (backend_id && !rd_knobs.dry_run) {
 			struct rd_aff_val nv = { .last_used_ns = now, .backend_id = backend_id };
 
 			bpf_map_update_elem(&rd_aff_ext, &ak, &nv, BPF_ANY);
@@ -453,6 +478,12 @@ static __noinline int rd_snat_reserve(struct rd_ct_key *ck, const struct rd_ct_v
 				port += skip;
 		}
 		ck->dport = bpf_htons((__u16)port);
+		if (rd_knobs.dry_run) {
+			old = bpf_map_lookup_elem(&rd_ct, ck);
+			if (!old || !rd_ct_live(old, ck->proto, now))
+				return 0;
+			continue;
+		}
 		if (bpf_map_update_elem(&rd_ct, ck, cv, BPF_NOEXIST) == 0)
 			return 0;
 		old = bpf_map_lookup_elem(&rd_ct, ck);
@@ -489,37 +520,65 @@ static __noinline int rd_new_flow(struct __sk_buff *skb, struct rd_pkt *p)
 		 * traffic is (kube-proxy: `! -s clusterCIDR -j KUBE-MARK-MASQ`) where the node says so. */
 		key.scope = RD_SCOPE_INT;
 		master = bpf_map_lookup_elem(&rd_services, &key);
-		if (!master)
+		if (!master) {
+			rd_note(RD_TR_NO_FRONTEND, 0);
 			return TC_ACT_OK;
+		}
 		flags = master->flags & ~RD_F_MASQ;
 		if (cfg->flags & (p->v4 ? RD_CFG_MASQ_OFF_CLUSTER4 : RD_CFG_MASQ_OFF_CLUSTER6))
 			flags |= RD_F_MASQ;
 	}
 	rev_nat_id = master->rev_nat_id;
-	if (flags & RD_F_LOOPBACK)
+	{
+		struct rd_trace *t = rd_tr();
+
+		if (t) {
+			t->step = RD_TR_NEW_FLOW;
+			t->rev_nat_id = rev_nat_id;
+			t->flags = flags;
+			t->scope = key.scope;
+		}
+	}
+	if (flags & RD_F_LOOPBACK) {
+		rd_note(RD_TR_NEW_FLOW, RD_TRR_LOOPBACK);
 		return TC_ACT_OK;
+	}
 	/* A stray RST of an untracked flow opens nothing. */
-	if (p->proto == IPPROTO_TCP && (p->tcp_flags & RD_TCP_RST))
+	if (p->proto == IPPROTO_TCP && (p->tcp_flags & RD_TCP_RST)) {
+		rd_note(RD_TR_NEW_FLOW, RD_TRR_STRAY_RST);
 		return TC_ACT_SHOT;
+	}
 	if ((flags & RD_F_SRC_RANGE) && !rd_src_range_ok(&p->saddr, rev_nat_id)) {
 		rd_count(rev_nat_id, 2);
+		rd_note(RD_TR_NEW_FLOW, RD_TRR_SRC_RANGE);
 		return TC_ACT_SHOT;
 	}
 	if (flags & RD_F_DROP) {
 		rd_count(rev_nat_id, 2);
+		rd_note(RD_TR_NEW_FLOW, RD_TRR_POLICY);
 		return TC_ACT_SHOT;
 	}
 	if ((flags & RD_F_REJECT) || master->count == 0) {
 		rd_count(rev_nat_id, 1);
+		rd_note(RD_TR_NEW_FLOW, RD_TRR_NO_ENDPOINTS);
 		return RD_REFUSE;
 	}
 	backend_id = rd_pick_ext(&key, master, p, now);
 	be = backend_id ? bpf_map_lookup_elem(&rd_backends, &backend_id) : NULL;
 	if (!be) {
 		rd_count(rev_nat_id, 1);
+		rd_note(RD_TR_NEW_FLOW, RD_TRR_NO_BACKEND);
 		return TC_ACT_SHOT;
 	}
 	snat = (flags & RD_F_MASQ) && !(be->flags & RD_BE_LOCAL);
+	{
+		struct rd_trace *t = rd_tr();
+
+		if (t) {
+			t->backend_id = backend_id;
+			t->snat = snat;
+		}
+	}
 
 	/* The reply entry first: with SNAT it is the reservation of the port. */
 	ck.saddr = be->addr;
@@ -536,20 +595,24 @@ static __noinline int rd_new_flow(struct __sk_buff *skb, struct rd_pkt *p)
 	cv.state = RD_CTS_SYN;
 	if (snat) {
 		nat_src = p->v4 ? cfg->node_ip4 : cfg->node_ip6;
-		if (rd_addr_is_zero(&nat_src))
+		if (rd_addr_is_zero(&nat_src)) {
+			rd_note(RD_TR_NEW_FLOW, RD_TRR_NO_NODE_IP);
 			return TC_ACT_SHOT;
+		}
 		ck.daddr = nat_src;
 		ck.dport = cport;
 		cv.flags = RD_CT_F_SNAT;
 		if (rd_snat_reserve(&ck, &cv, now)) {
 			rd_count(rev_nat_id, 2);
+			rd_note(RD_TR_NEW_FLOW, RD_TRR_NO_SNAT_PORT);
 			return TC_ACT_SHOT;
 		}
 		nat_sport = ck.dport;
 	} else {
 		ck.daddr = client;
 		ck.dport = cport;
-		bpf_map_update_elem(&rd_ct, &ck, &cv, BPF_ANY);
+		if (!rd_knobs.dry_run)
+			bpf_map_update_elem(&rd_ct, &ck, &cv, BPF_ANY);
 	}
 
 	ck.saddr = client;
@@ -562,15 +625,15 @@ static __noinline int rd_new_flow(struct __sk_buff *skb, struct rd_pkt *p)
 	cv.nat_daddr = be->addr;
 	cv.nat_dport = be->port;
 	cv.state = rd_ct_next_state(p->proto, RD_CTS_SYN, p->tcp_flags);
-	bpf_map_update_elem(&rd_ct, &ck, &cv, BPF_ANY);
-
-	rd_count(rev_nat_id, 0);
-	{
+	if (!rd_knobs.dry_run) {
 		struct rd_be_stats *bs = bpf_map_lookup_elem(&rd_be_stats, &backend_id);
 
+		bpf_map_update_elem(&rd_ct, &ck, &cv, BPF_ANY);
 		if (bs)
 			bs->connects++;
 	}
+	rd_count(rev_nat_id, 0);
+	rd_note(RD_TR_NEW_FLOW, RD_TRR_FORWARD);
 	{
 		struct rd_tuple t = { .saddr = nat_src, .sport = nat_sport, .daddr = be->addr, .dport = be->port };
 
@@ -595,6 +658,17 @@ static __noinline int rd_tracked(struct __sk_buff *skb, struct rd_pkt *p, __u8 d
 		return -1;
 	if (rd_ct_touch(v, p->proto, p->tcp_flags, now))
 		rd_ct_touch_peer(&k, v, now);
+	{
+		struct rd_trace *tr = rd_tr();
+
+		if (tr) {
+			tr->step = dir == RD_CT_FWD ? RD_TR_TRACKED_FWD : RD_TR_TRACKED_REPLY;
+			tr->reason = RD_TRR_FORWARD;
+			tr->rev_nat_id = v->rev_nat_id;
+			tr->backend_id = v->backend_id;
+			tr->snat = !!(v->flags & RD_CT_F_SNAT);
+		}
+	}
 	t.saddr = v->nat_saddr;
 	t.daddr = v->nat_daddr;
 	t.sport = v->nat_sport;
@@ -662,6 +736,7 @@ static __noinline int rd_icmp_error(struct __sk_buff *skb, const struct rd_pkt *
 
 	if (rd_parse_icmp_error(skb, &q, v4))
 		return -1;
+	rd_note(RD_TR_ICMP, 0);
 	/* The quoted packet's reverse is a packet of the flow as it arrives. */
 	k.saddr = q.daddr;
 	k.daddr = q.saddr;

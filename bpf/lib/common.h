@@ -150,6 +150,36 @@ struct rd_knobs {
 	__u16 snat_port_max;
 	__u16 snat_skip_min; /* ports inside the range left out: the node's ephemeral range (0: none) */
 	__u16 snat_skip_max;
+	__u32 dry_run;       /* per-packet path: decide and rewrite, write no map (rudder trace --kernel) */
+	__u32 pad;
+};
+
+/* What the last packet of a dry run went through (rd_trace, one element, the dry-run object's own). */
+#define RD_TR_UNPARSED 0     /* not IPv4/IPv6 TCP/UDP/ICMP the programs handle */
+#define RD_TR_TRACKED_FWD 1  /* a tracked flow's packet from the client */
+#define RD_TR_TRACKED_REPLY 2 /* a tracked flow's reply */
+#define RD_TR_NEW_FLOW 3     /* the first packet of a flow to a frontend */
+#define RD_TR_NO_FRONTEND 4  /* not a frontend */
+#define RD_TR_ICMP 5         /* an ICMP error about a tracked flow */
+
+#define RD_TRR_FORWARD 0
+#define RD_TRR_LOOPBACK 1    /* a loopback NodePort: the host namespace only */
+#define RD_TRR_STRAY_RST 2
+#define RD_TRR_SRC_RANGE 3   /* outside loadBalancerSourceRanges */
+#define RD_TRR_POLICY 4      /* traffic policy Local without a local endpoint */
+#define RD_TRR_NO_ENDPOINTS 5 /* refused */
+#define RD_TRR_NO_BACKEND 6  /* a slot named a missing backend */
+#define RD_TRR_NO_NODE_IP 7  /* masquerade without a node address of the family */
+#define RD_TRR_NO_SNAT_PORT 8
+
+struct rd_trace {
+	__u32 step;
+	__u32 reason;
+	__u32 rev_nat_id;
+	__u32 backend_id;
+	__u16 flags;  /* the frontend entry's RD_F_* (with the masquerade fallback applied) */
+	__u8 scope;   /* the entry that matched: RD_SCOPE_EXT, or RD_SCOPE_INT as the fallback */
+	__u8 snat;
 };
 
 struct rd_svc_stats {

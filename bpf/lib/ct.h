@@ -115,6 +115,8 @@ static __always_inline bool rd_ct_touch(struct rd_ct_val *v, __u8 proto, __u8 tc
 	__u8 next = rd_ct_next_state(proto, v->state, tcp_flags);
 	bool refresh = now - v->last_seen_ns > 1000000000ULL;
 
+	if (rd_knobs.dry_run)
+		return false;
 	if (next != v->state || refresh) {
 		v->state = next;
 		v->last_seen_ns = now;

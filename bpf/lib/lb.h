@@ -35,7 +35,11 @@ static __always_inline const struct rd_svc_val *rd_lookup_master(struct rd_svc_k
 
 static __always_inline void rd_count(__u32 rev_nat_id, int what)
 {
-	struct rd_svc_stats *s = bpf_map_lookup_elem(&rd_svc_stats, &rev_nat_id);
+	struct rd_svc_stats *s;
+
+	if (rd_knobs.dry_run)
+		return;
+	s = bpf_map_lookup_elem(&rd_svc_stats, &rev_nat_id);
 
 	if (!s)
 		return;

@@ -16,7 +16,8 @@ import { BoundedFrequencyRunner } from '../sync/runner.js';
 import { Syncer } from '../sync/syncer.js';
 import { nodePortAddresses, trace } from '../model/trace.js';
 import { ServiceHealthServers } from '../observe/service-health.js';
-import { packetQuery } from './trace.js';
+import { kernelDifferences, localBackendsOf, packetQuery, type KernelAnswer } from './trace.js';
+import { classifySource } from '../model/frontends.js';
 import { Tracker } from '../sync/tracker.js';
 import { loadAgentConfig, parseDuration, type AgentFileConfig } from './agent-config.js';
 import { UsageError, flagAll, flagBool, flagOne, type FlagSpecs, type Parsed } from './args.js';
@@ -178,7 +179,17 @@ export async function runAgent(s: AgentSettings, logger: Logger = createLogger({
     registry: metrics.registry,
     programmed: () => dataplane.programmed(),
     table: () => Object.fromEntries(syncer.table),
-    trace: (q) => trace(syncer.table, syncer.config, packetQuery(q)),
+    trace: (q) => {
+      const pkt = packetQuery(q);
+      const r = trace(syncer.table, syncer.config, pkt);
+      if (q.get('kernel') !== '1') return r;
+      const dp = dataplane as { kernelTrace?: (p: typeof pkt) => KernelAnswer };
+      if (dp.kernelTrace === undefined) throw new TypeError(`kernel=1 needs the ebpf data plane (this agent runs ${s.dataplane})`);
+      if (pkt.protocol === 'SCTP') throw new TypeError('kernel=1 traces TCP and UDP');
+      const kernel = dp.kernelTrace(pkt);
+      const external = classifySource(pkt.src, syncer.config) === 'fromExternal';
+      return { ...r, kernel, kernelDifferences: external ? kernelDifferences(r, kernel, localBackendsOf(syncer.table, r.service)) : null };
+    },
   });
   log.info('rudder agent starting', { dataplane: s.dataplane, healthz: s.healthz || 'off', metrics: s.metrics || 'off', source: s.manifests.length > 0 ? s.manifests.join(',') : 'kubernetes' });
 

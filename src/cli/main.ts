@@ -10,7 +10,9 @@ import { UsageError, flagAll, flagBool, flagOne, parseArgs, renderHelp, type Fla
 import { PROXY_FLAGS, configFlags } from './config.js';
 import { loadTable } from './load.js';
 import { programmedServices, renderServiceRows, serviceRows } from './services.js';
-import { TRACE_FLAGS, packetFlags, traceAgent, traceJSON, traceText } from './trace.js';
+import { TRACE_FLAGS, kernelDifferences, kernelText, localBackendsOf, packetFlags, traceAgent, traceJSON, traceText, type KernelAnswer } from './trace.js';
+import { classifySource } from '../model/frontends.js';
+import { DEFAULT_PIN_PATH } from '../dataplane/ebpf/defaults.js';
 import { AGENT_FLAGS, agentSettings, runAgent } from './agent.js';
 import { ConfigError } from './agent-config.js';
 import { BUILT_DATAPLANES, createDataPlane } from '../dataplane/index.js';
@@ -27,6 +29,8 @@ export const EXIT = {
   usage: 2,
   /** Bad input file (manifest, config). */
   input: 3,
+  /** `trace --kernel`: the kernel and the model disagree. */
+  differ: 4,
 } as const;
 
 const HELP_FLAG: FlagSpecs = { help: { boolean: true, alias: 'h', help: 'show this help' } };
@@ -121,21 +125,37 @@ const commands: Record<string, Command> = {
   async trace(argv) {
     const specs = { ...PROXY_FLAGS, ...TRACE_FLAGS, ...HELP_FLAG };
     const p = parseArgs(argv, specs);
-    if (flagBool(p, 'help')) return out(renderHelp('Usage: rudder trace (-f MANIFESTS | --agent HOST:PORT) --src IP --dst IP --port N [--proto tcp|udp|sctp] [flags]', specs)), EXIT.ok;
+    if (flagBool(p, 'help')) return out(renderHelp('Usage: rudder trace (-f MANIFESTS | --agent HOST:PORT) --src IP --dst IP --port N [--proto tcp|udp|sctp] [--kernel] [flags]', specs)), EXIT.ok;
     const files = [...flagAll(p, 'file'), ...p.positional];
     const agent = flagOne(p, 'agent');
     if (files.length === 0 && agent === undefined) throw new UsageError('trace needs manifests (-f PATH) or a running agent (--agent 127.0.0.1:10249)');
     if (files.length > 0 && agent !== undefined) throw new UsageError('give either manifests (-f) or --agent, not both');
     const pkt = packetFlags(p);
+    const kernel = flagBool(p, 'kernel');
+    if (kernel && pkt.protocol === 'SCTP') throw new UsageError('--kernel traces TCP and UDP (the per-packet programs do not translate SCTP)');
     let r;
+    let k: { answer: KernelAnswer; diffs: string[] | null } | undefined;
     if (agent !== undefined) {
-      r = await traceAgent(agent, pkt);
+      const a = await traceAgent(agent, pkt, kernel);
+      r = a;
+      if (kernel && a.kernel !== undefined) k = { answer: a.kernel, diffs: a.kernelDifferences ?? null };
     } else {
       const { table, config } = loadTable(files, configFlags(p, hostname()), createLogger());
       r = trace(table, config, pkt);
+      if (kernel) {
+        const { KernelTracer } = await import('../dataplane/ebpf/kernel-trace.js');
+        const tracer = new KernelTracer(flagOne(p, 'bpf-pin-path') ?? DEFAULT_PIN_PATH, { hostNetnsCookie: 0n, hostNamespaceOnly: false, maglevTableSize: 0 });
+        try {
+          const answer = tracer.trace(pkt);
+          k = { answer, diffs: classifySource(pkt.src, config) === 'fromExternal' ? kernelDifferences(r, answer, localBackendsOf(table, r.service)) : null };
+        } finally {
+          tracer.close();
+        }
+      }
     }
-    out(flagBool(p, 'json') ? traceJSON(r) : traceText(pkt, r));
-    return EXIT.ok;
+    if (flagBool(p, 'json')) out(k === undefined ? traceJSON(r) : JSON.stringify({ ...JSON.parse(traceJSON(r)), kernel: k.answer, kernelDifferences: k.diffs }, null, 1) + '\n');
+    else out(traceText(pkt, r) + (k === undefined ? '' : kernelText(k.answer, k.diffs)));
+    return k !== undefined && k.diffs !== null && k.diffs.length > 0 ? EXIT.differ : EXIT.ok;
   },
 
   async version() {

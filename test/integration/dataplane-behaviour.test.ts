@@ -337,5 +337,30 @@ for (const dataplane of DATAPLANES_UNDER_TEST) {
         await L().exec('node-1', ['nft', 'delete', 'table', 'inet', 'rdct']);
       }
     }));
+
+    it('15. ebpf: /trace?kernel=1 runs packets through the loaded program on the live maps and agrees with the model', { skip: dataplane !== 'ebpf' && 'the eBPF per-packet path only' }, withEvidence('test 15', async () => {
+      const node1 = agents.find((a) => a.node === 'node-1')!;
+      const ct = (): string => execFileSync('bpftool', ['map', 'dump', 'pinned', join(L().bpfPinPath('node-1'), 'rd_ct'), '-j'], { encoding: 'utf8' });
+      const before = ct();
+      const cases = [
+        { src: CLIENT, dst: NODE1, port: 30082, verdict: 'forward', backend: '10.244.2.10:8080', masquerade: true },
+        { src: CLIENT, dst: NODE1, port: 30081, verdict: 'forward', masquerade: false },
+        { src: CLIENT, dst: '10.96.1.7', port: 80, verdict: 'reject' },
+        { src: CLIENT2, dst: '198.18.1.13', port: 80, verdict: 'drop' },
+        { src: CLIENT, dst: '10.244.1.10', port: 8080, verdict: 'none' },
+      ];
+      for (const c of cases) {
+        const r = await node1.get(`/trace?${new URLSearchParams({ src: c.src, dst: c.dst, port: String(c.port), proto: 'tcp', kernel: '1' })}`);
+        assert.equal(r.status, 200, r.body);
+        const t = JSON.parse(r.body) as { verdict: string; kernel: { verdict: string; backend?: { address: string }; masquerade: boolean; out?: { src: string } }; kernelDifferences: string[] | null };
+        const what = `${c.src} -> ${c.dst}:${c.port}: ${r.body}`;
+        assert.equal(t.kernel.verdict, c.verdict, what);
+        assert.deepEqual(t.kernelDifferences, [], what);
+        if (c.backend !== undefined) assert.equal(t.kernel.backend?.address, c.backend, what);
+        if (c.masquerade !== undefined) assert.equal(t.kernel.masquerade, c.masquerade, what);
+        if (c.masquerade === true) assert.equal(t.kernel.out?.src, NODE1, what);
+      }
+      assert.equal(ct(), before, 'the dry run wrote no connection tracking entry');
+    }));
   });
 }

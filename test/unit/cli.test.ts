@@ -103,3 +103,17 @@ test('eBPF per-packet flags: devices (or none), conntrack size and SNAT ports ar
   assert.equal(opts('--bpf-ct-max', '1024').sizes?.ct, 1024);
   assert.throws(() => opts('--bpf-ct-max', '0'), /--bpf-ct-max/);
 });
+
+test('trace --kernel: the kernel\'s answer is held against the model\'s (verdict, backend set, masquerade of remote backends)', async () => {
+  const { kernelDifferences } = await import('../../src/cli/trace.js');
+  const model = { verdict: 'forward' as const, backends: ['10.244.1.10:8080', '10.244.2.10:8080'], masquerade: true, rule: 'external-cluster', explanation: [] };
+  const k = (o: Record<string, unknown>) => ({ verdict: 'forward' as const, step: '', reason: '', masquerade: true, explanation: [], backend: { id: 1, address: '10.244.2.10:8080' }, ...o });
+  const local = new Set(['10.244.1.10:8080']);
+  assert.deepEqual(kernelDifferences(model, k({}), local), []);
+  // A local backend keeps the client address: not a difference.
+  assert.deepEqual(kernelDifferences(model, k({ backend: { id: 2, address: '10.244.1.10:8080' }, masquerade: false }), local), []);
+  assert.match(kernelDifferences(model, k({ masquerade: false }), local).join(), /masquerade: the model masquerades/);
+  assert.match(kernelDifferences(model, k({ backend: { id: 3, address: '10.244.9.9:8080' } }), local).join(), /backend: the kernel picked 10.244.9.9:8080/);
+  assert.match(kernelDifferences(model, k({ verdict: 'drop' }), local).join(), /verdict: the model says forward, the kernel drop/);
+  assert.match(kernelDifferences({ ...model, masquerade: false }, k({}), local).join(), /the kernel masqueraded/);
+});

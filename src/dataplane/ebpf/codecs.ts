@@ -260,7 +260,7 @@ export const ConfigCodec = {
 export const CFG_F = { MASQ_OFF_CLUSTER4: 1 << 0, MASQ_OFF_CLUSTER6: 1 << 1 } as const;
 
 
-/** struct rd_knobs (40 bytes): the objects' read-only data, fixed at load. */
+/** struct rd_knobs (48 bytes): the objects' read-only data, fixed at load. */
 export interface Knobs {
   hostNetnsCookie: bigint;
   hostNamespaceOnly: boolean;
@@ -270,13 +270,15 @@ export interface Knobs {
   snatPorts?: [number, number];
   /** Ports inside snatPorts left out: the node's ephemeral range (net.ipv4.ip_local_port_range). */
   snatSkip?: [number, number];
+  /** Per-packet programs that decide and rewrite but write no map (rudder trace --kernel). */
+  dryRun?: boolean;
 }
 export const KnobsCodec = {
-  size: 40,
+  size: 48,
   struct: 'rd_knobs',
-  offsets: { host_netns_cookie: 0, host_ns_only: 8, maglev_m: 12, ct_tcp_syn: 16, ct_tcp_established: 20, ct_tcp_closing: 24, ct_udp: 28, snat_port_min: 32, snat_port_max: 34, snat_skip_min: 36, snat_skip_max: 38 },
+  offsets: { host_netns_cookie: 0, host_ns_only: 8, maglev_m: 12, ct_tcp_syn: 16, ct_tcp_established: 20, ct_tcp_closing: 24, ct_udp: 28, snat_port_min: 32, snat_port_max: 34, snat_skip_min: 36, snat_skip_max: 38, dry_run: 40 },
   encode(k: Knobs): Buffer {
-    const buf = Buffer.alloc(40);
+    const buf = Buffer.alloc(48);
     const ct = k.ct ?? DEFAULT_CT_TIMEOUTS;
     const [lo, hi] = k.snatPorts ?? DEFAULT_SNAT_PORTS;
     buf.writeBigUInt64LE(k.hostNetnsCookie, 0);
@@ -291,6 +293,7 @@ export const KnobsCodec = {
     const [slo, shi] = k.snatSkip ?? [0, 0];
     buf.writeUInt16LE(slo, 36);
     buf.writeUInt16LE(shi, 38);
+    buf.writeUInt32LE(k.dryRun === true ? 1 : 0, 40);
     return buf;
   },
 };
@@ -303,6 +306,16 @@ export const CtValCodec = {
   struct: 'rd_ct_val',
   offsets: { nat_saddr: 0, nat_daddr: 16, nat_sport: 32, nat_dport: 34, rev_nat_id: 36, last_seen_ns: 40, backend_id: 48, state: 52, flags: 53 },
 };
+/** struct rd_trace (20 bytes): what the last packet of a dry run went through. */
+export const TraceCodec = {
+  size: 20,
+  struct: 'rd_trace',
+  offsets: { step: 0, reason: 4, rev_nat_id: 8, backend_id: 12, flags: 16, scope: 18, snat: 19 },
+  decode(b: Buffer): { step: number; reason: number; revNatId: number; backendId: number; flags: number; scope: number; snat: boolean } {
+    return { step: b.readUInt32LE(0), reason: b.readUInt32LE(4), revNatId: b.readUInt32LE(8), backendId: b.readUInt32LE(12), flags: b.readUInt16LE(16), scope: b[18]!, snat: b[19] !== 0 };
+  },
+};
+
 /** struct rd_aff_ext_key (24 bytes): per-packet affinity, by client address. */
 export const AffExtKeyCodec = { size: 24, struct: 'rd_aff_ext_key', offsets: { client: 0, rev_nat_id: 16 } };
 
@@ -340,4 +353,4 @@ export const AffValCodec = { size: 16, struct: 'rd_aff_val', offsets: { last_use
 
 /** Every codec, for the BTF layout test. */
 export const ALL_CODECS = [SvcKeyCodec, SvcValCodec, BackendCodec, RevNatCodec, AffMatchCodec, AffKeyCodec, SrcRangeKeyCodec,
-  ConfigCodec, KnobsCodec, SvcStatsCodec, BeStatsCodec, StaleKeyCodec, SkKeyCodec, SkValCodec, AffValCodec, CtKeyCodec, CtValCodec, AffExtKeyCodec] as const;
+  ConfigCodec, KnobsCodec, SvcStatsCodec, BeStatsCodec, StaleKeyCodec, SkKeyCodec, SkValCodec, AffValCodec, CtKeyCodec, CtValCodec, AffExtKeyCodec, TraceCodec] as const;

@@ -44,7 +44,8 @@ import { checkMaglevTableSize } from './maglev.js';
 import { dumpRaw, SyncWrites, writeConfig, type MapFds, type MapIO } from './maps.js';
 import { devicesFor, readDirectRoutes } from '../../source/pod-devices.js';
 import { attachPodDevices, DEFAULT_MAP_SIZES, DEFAULT_PIN_PATH, loadPerPacket, loadSocketLB, removePins, type MapSizes, type PerPacket, type SocketLB } from './programs.js';
-import type { CtTimeouts } from './codecs.js';
+import type { CtTimeouts, Knobs } from './codecs.js';
+import { KernelTracer, type KernelTrace, type TracePacket } from './kernel-trace.js';
 import { sweepCt } from './ct.js';
 import { detectsLocal } from '../../model/frontends.js';
 import { readKernel, readPerCpu, type KernelFrontend } from './readback.js';
@@ -156,6 +157,7 @@ export class EbpfDataPlane implements DataPlane {
         throw e;
       }
       this.state.setPerPacket(this.masqFallback());
+      this.knobs = knobs;
       this.startCtSweep(knobs.ct);
       this.logger.info('eBPF per-packet path attached', { devices: devices.join(','), snatPorts: knobs.snatPorts.join('-'), leftOut: knobs.snatSkip.join('-') });
     }
@@ -293,6 +295,19 @@ export class EbpfDataPlane implements DataPlane {
     return written;
   }
 
+  private tracer: KernelTracer | undefined;
+  private knobs: Knobs | undefined;
+
+  /**
+   * `rudder trace --kernel`: the packet through a dry-run copy of the per-packet program on the
+   * live maps (see kernel-trace.ts). Throws TypeError when the per-packet path is off, DataPlaneError otherwise.
+   */
+  kernelTrace(p: TracePacket): KernelTrace {
+    if (this.perPacket === undefined || this.knobs === undefined) throw new TypeError('the eBPF per-packet path is off on this node (no --devices): nothing to trace in the kernel');
+    this.tracer ??= new KernelTracer(this.pinPath, this.knobs, this.sizes);
+    return this.tracer.trace(p);
+  }
+
   private ctSweep: NodeJS.Timeout | undefined;
   private ctStats: DataPlaneCounters['conntrack'];
   private ctFull = false;
@@ -424,6 +439,8 @@ export class EbpfDataPlane implements DataPlane {
   async cleanup(): Promise<void> {
     this.stale?.close();
     this.stale = undefined;
+    this.tracer?.close();
+    this.tracer = undefined;
     if (this.ctSweep !== undefined) clearInterval(this.ctSweep);
     this.ctSweep = undefined;
     this.perPacket?.close();

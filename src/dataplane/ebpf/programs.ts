@@ -264,6 +264,45 @@ export function attachPodDevices(pp: PerPacket, pinPath: string, devices: readon
   return done;
 }
 
+/**
+ * A dry-run copy of the per-packet programs on the live pinned maps (knobs.dryRun: they decide
+ * and rewrite but write no map), for `rudder trace --kernel`. Every pinned map must exist already
+ * (libbpf would create a missing one, and one that does not match makes the load fail): nothing
+ * under the pin directory changes. Sizes default to the pinned maps'. Throws DataPlaneError EINIT.
+ */
+export function loadTracer(o: { pinPath: string; knobs: Knobs; sizes?: MapSizes; objectPath?: string }): BpfObject {
+  const objectPath = o.objectPath ?? TC_OBJECT;
+  if (!existsSync(objectPath)) throw new DataPlaneError('EINIT', `${objectPath} is missing: run scripts/setup.sh (it compiles bpf/ with clang)`);
+  const missing = [...MAP_NAMES, ...TC_MAP_NAMES].filter((n) => !existsSync(join(o.pinPath, n)));
+  if (missing.length > 0) throw new DataPlaneError('EINIT', `no eBPF per-packet path pinned at ${o.pinPath} (missing ${missing.join(', ')}): is an ebpf agent running there with --devices?`);
+  const sizes = o.sizes ?? pinnedSizes(o.pinPath);
+  return BpfObject.load(objectPath, {
+    pinRoot: o.pinPath,
+    configure: (spec) => {
+      sizeShared(spec, { knobs: { ...o.knobs, maglevTableSize: sizes.maglevTableSize, dryRun: true }, sizes });
+      spec('rd_ct').setMaxEntries(sizes.ct);
+      spec('rd_aff_ext').setMaxEntries(sizes.affinity);
+    },
+  });
+}
+
+/** The map sizes of a pinned plane, read from the pins. */
+function pinnedSizes(pin: string): MapSizes {
+  const info = (name: string) => {
+    const fd = objGet(join(pin, name));
+    try {
+      return mapInfo(fd);
+    } finally {
+      closeFd(fd);
+    }
+  };
+  const maglev = info('rd_maglev');
+  return {
+    services: info('rd_services').maxEntries, backends: info('rd_backends').maxEntries, sockets: info('rd_rev_sk').maxEntries,
+    affinity: info('rd_affinity').maxEntries, maglevTableSize: maglev.valueSize / 4, maglevServices: maglev.maxEntries, ct: info('rd_ct').maxEntries,
+  };
+}
+
 /** Removes Rudder's filter from a device's ingress (and egress) (a device that is gone has none). */
 function detachDevice(dev: string, egress = true): void {
   let i: number;

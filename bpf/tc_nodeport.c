@@ -521,6 +521,13 @@ static __noinline int rd_new_flow(struct __sk_buff *skb, struct rd_pkt *p)
 		key.scope = RD_SCOPE_INT;
 		master = bpf_map_lookup_elem(&rd_services, &key);
 		if (!master) {
+			/* A ClusterIP on a port no service uses: refused, as socket LB does. */
+			struct rd_svc_key any = { .addr = p->daddr, .scope = RD_SCOPE_INT };
+
+			if (bpf_map_lookup_elem(&rd_services, &any)) {
+				rd_note(RD_TR_NEW_FLOW, RD_TRR_NO_ENDPOINTS);
+				return RD_REFUSE;
+			}
 			rd_note(RD_TR_NO_FRONTEND, 0);
 			return TC_ACT_OK;
 		}
@@ -570,7 +577,9 @@ static __noinline int rd_new_flow(struct __sk_buff *skb, struct rd_pkt *p)
 		rd_note(RD_TR_NEW_FLOW, RD_TRR_NO_BACKEND);
 		return TC_ACT_SHOT;
 	}
-	snat = (flags & RD_F_MASQ) && !(be->flags & RD_BE_LOCAL);
+	/* Hairpin: a backend reaching its own frontend through this node is masqueraded wherever it
+	 * runs, or it would answer itself. */
+	snat = ((flags & RD_F_MASQ) && !(be->flags & RD_BE_LOCAL)) || rd_addr_eq(&be->addr, &client);
 	{
 		struct rd_trace *t = rd_tr();
 

@@ -809,10 +809,18 @@ int rd_from_netdev(struct __sk_buff *skb)
 	r = rd_tracked(skb, &p, RD_CT_FWD, true);
 	if (r >= 0)
 		return r;
-	/* Replies of remote backends (to the node's SNAT port, or to the client through this node). */
-	r = rd_tracked(skb, &p, RD_CT_REPLY, true);
-	if (r >= 0)
-		return r;
+	/* Replies of remote backends: only masqueraded flows' come back here, to the node's address
+	 * (the others go from the backend's node to the client), so other packets skip the lookup. */
+	{
+		__u32 zero = 0;
+		const struct rd_config *cfg = bpf_map_lookup_elem(&rd_config_map, &zero);
+
+		if (cfg && rd_addr_eq(&p.daddr, p.v4 ? &cfg->node_ip4 : &cfg->node_ip6)) {
+			r = rd_tracked(skb, &p, RD_CT_REPLY, true);
+			if (r >= 0)
+				return r;
+		}
+	}
 	r = rd_new_flow(skb, &p);
 	if (r == RD_REFUSE)
 		return p.v4 ? rd_refuse4(skb, p.proto == IPPROTO_TCP) : rd_refuse6(skb, p.proto == IPPROTO_TCP);

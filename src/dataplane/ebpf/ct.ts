@@ -38,31 +38,21 @@ export function sweepCt(fd: number, capacity: number, timeouts: CtTimeouts, nowN
   };
   const key = Buffer.alloc(CtKeyCodec.size);
   const val = Buffer.alloc(CtValCodec.size);
-  const del = Buffer.alloc(CtKeyCodec.size * Math.max(count, 1));
-  let batched = 0;
   for (let i = 0; i < count; i++) {
     const ko = i * CtKeyCodec.size;
     const vo = i * CtValCodec.size;
     const proto = keys[ko + CtKeyCodec.offsets.proto]!;
     if (expired(values, vo, proto)) {
       keys.copy(key, 0, ko, ko + CtKeyCodec.size);
-      // The programs take expired SNAT reservations over: those are read again right before
-      // being deleted. Other entries are deleted in one batch.
-      const reservation = keys[ko + CtKeyCodec.offsets.dir] === 1 && (values[vo + CtValCodec.offsets.flags]! & 1) !== 0;
-      if (!reservation) {
-        keys.copy(del, batched++ * CtKeyCodec.size, ko, ko + CtKeyCodec.size);
-        continue;
-      }
+      // Read again right before deleting: since the dump, a new flow on the same tuple may have
+      // taken the expired entry over (a client reusing its port, an SNAT reservation), and a
+      // batch delete from the dump would break it.
       if (!io.lookup(fd, key, val, 'rd_ct') || expired(val, 0, proto)) {
         if (io.delete(fd, key, 'rd_ct')) out.deleted++;
         continue;
       }
     }
     out[STATES[Math.min(values[vo + CtValCodec.offsets.state]!, 2)]!]++;
-  }
-  if (batched > 0) {
-    io.deleteBatch(fd, del, CtKeyCodec.size, batched, 'rd_ct');
-    out.deleted += batched;
   }
   return out;
 }

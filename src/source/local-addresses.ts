@@ -45,7 +45,8 @@ function compare(a: string, b: string): number {
  * in address order (so a re-created interface does not look like a change). Throws
  * LocalAddressError when the text is not that JSON.
  */
-export function parseIpAddrJSON(text: string): string[] {
+/** The links of `ip -j addr show` output. Throws LocalAddressError when it is not that JSON. */
+function ipLinks(text: string): Array<{ ifname?: unknown; addr_info?: unknown }> {
   let links: unknown;
   try {
     links = JSON.parse(text);
@@ -53,8 +54,12 @@ export function parseIpAddrJSON(text: string): string[] {
     throw new LocalAddressError(`ip -j addr show: unreadable output: ${(e as Error).message}`);
   }
   if (!Array.isArray(links)) throw new LocalAddressError('ip -j addr show: expected a list of links');
+  return links as Array<{ ifname?: unknown; addr_info?: unknown }>;
+}
+
+export function parseIpAddrJSON(text: string): string[] {
   const out = new Set<string>();
-  for (const link of links as Array<{ addr_info?: unknown }>) {
+  for (const link of ipLinks(text)) {
     const infos = link?.addr_info;
     if (!Array.isArray(infos)) continue;
     for (const a of infos as IpAddrInfo[]) {
@@ -73,16 +78,10 @@ export function parseIpAddrJSON(text: string): string[] {
  * the per-packet path attaches when no devices are given, as Cilium detects its devices.
  */
 export function devicesHolding(text: string, ips: readonly string[]): string[] {
-  let links: unknown;
-  try {
-    links = JSON.parse(text);
-  } catch (e) {
-    throw new LocalAddressError(`ip -j addr show: unreadable output: ${(e as Error).message}`);
-  }
-  if (!Array.isArray(links)) throw new LocalAddressError('ip -j addr show: expected a list of links');
+  const links = ipLinks(text);
   const want = new Set(ips.map((ip) => normalizeIP(ip)).filter((ip): ip is string => ip !== null));
   const out: string[] = [];
-  for (const link of links as Array<{ ifname?: unknown; addr_info?: unknown }>) {
+  for (const link of links) {
     if (typeof link?.ifname !== 'string' || !Array.isArray(link.addr_info)) continue;
     if ((link.addr_info as IpAddrInfo[]).some((a) => typeof a.local === 'string' && want.has(normalizeIP(a.local) ?? ''))) out.push(link.ifname);
   }

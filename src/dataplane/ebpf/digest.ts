@@ -20,7 +20,8 @@ function mix(h: number, k: number): number {
   return (Math.imul(h, 5) + 0xe6546b64) | 0;
 }
 
-function fmix(h: number, len: number): number {
+/** murmur3's 32-bit finalizer (with the length mixed in); maglev.ts hashes with it too. */
+export function fmix(h: number, len: number): number {
   h ^= len;
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);

@@ -32,6 +32,8 @@
 //     that is not a positive integer, an id or seed that does not fit 32 bits) throws RangeError
 //     instead of producing a skewed or node-dependent table.
 
+import { fmix } from './digest.js';
+
 /** One backend as Maglev sees it: `key` (e.g. "10.244.1.10:8080") decides its permutation, so tables are identical on every node; `id` is what the table holds (node-local backend id). `weight` optional, default 1 (integer >= 1). */
 export interface MaglevBackend {
   key: string;
@@ -92,13 +94,7 @@ function murmur3(bytes: Uint8Array, seed: number): number {
     if (rest > 2) k |= bytes[tail + 2]! << 16;
     h ^= Math.imul(rotl32(Math.imul(k, c1), 15), c2);
   }
-  h ^= len;
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+  return fmix(h, len);
 }
 
 function byKey(a: MaglevBackend, b: MaglevBackend): number {

@@ -550,11 +550,6 @@ static __noinline int rd_new_flow(struct __sk_buff *skb, struct rd_pkt *p)
 		rd_note(RD_TR_NEW_FLOW, RD_TRR_LOOPBACK);
 		return TC_ACT_OK;
 	}
-	/* A stray RST of an untracked flow opens nothing. */
-	if (p->proto == IPPROTO_TCP && (p->tcp_flags & RD_TCP_RST)) {
-		rd_note(RD_TR_NEW_FLOW, RD_TRR_STRAY_RST);
-		return TC_ACT_SHOT;
-	}
 	if ((flags & RD_F_SRC_RANGE) && !rd_src_range_ok(&p->saddr, rev_nat_id)) {
 		rd_count(rev_nat_id, 2);
 		rd_note(RD_TR_NEW_FLOW, RD_TRR_SRC_RANGE);
@@ -820,6 +815,14 @@ int rd_from_netdev(struct __sk_buff *skb)
 			if (r >= 0)
 				return r;
 		}
+	}
+	/* Only a TCP SYN (or any UDP datagram) opens a flow: every other packet of an untracked
+	 * flow, most of them not for a frontend at all (pod-to-pod traffic across nodes), goes to
+	 * the stack without a frontend lookup. A mid-stream packet of a flow whose entry is gone
+	 * would have been sent to a new backend, which resets it: the node's stack does the same. */
+	if (p.proto == IPPROTO_TCP && (p.tcp_flags & (RD_TCP_SYN | RD_TCP_ACK | RD_TCP_RST)) != RD_TCP_SYN) {
+		rd_note(RD_TR_NO_FRONTEND, 0);
+		return TC_ACT_OK;
 	}
 	r = rd_new_flow(skb, &p);
 	if (r == RD_REFUSE)

@@ -164,7 +164,7 @@ struct rd_knobs {
 
 #define RD_TRR_FORWARD 0
 #define RD_TRR_LOOPBACK 1    /* a loopback NodePort: the host namespace only */
-#define RD_TRR_STRAY_RST 2
+#define RD_TRR_STRAY_RST 2 /* (unused since only a SYN reaches the frontend lookup) */
 #define RD_TRR_SRC_RANGE 3   /* outside loadBalancerSourceRanges */
 #define RD_TRR_POLICY 4      /* traffic policy Local without a local endpoint */
 #define RD_TRR_NO_ENDPOINTS 5 /* refused */

@@ -347,8 +347,11 @@ describe('per-packet tc programs (BPF_PROG_TEST_RUN on the loaded objects)', { s
       const a2 = run(tiny.from, { src: CLIENT, sport: 41000, dst: NODE, dport: 30081, proto: 'tcp', flags: TCP.ACK, payload: 'more' });
       assert.equal(tuple(a2.out), `${NODE}:${portA} > ${REMOTE}:8080`);
       assert.ok(fwdOf(CLIENT)!.lastSeenNs > seenA, 'refreshed');
-      // B's SYN state expired (1 s): its next packet is a new flow, whose reply entry is written anew.
-      const b2 = run(tiny.from, { src: CLIENT2, sport: 41000, dst: NODE, dport: 30081, proto: 'tcp', flags: TCP.ACK });
+      // B's SYN state expired (1 s): it is no longer tracked, so an ACK of it is not translated,
+      // and its retransmitted SYN is a new flow, whose reply entry is written anew.
+      const stale = run(tiny.from, { src: CLIENT2, sport: 41000, dst: NODE, dport: 30081, proto: 'tcp', flags: TCP.ACK });
+      assert.equal(tuple(stale.out), `${CLIENT2}:41000 > ${NODE}:30081`, 'untracked: left to the stack');
+      const b2 = run(tiny.from, { src: CLIENT2, sport: 41000, dst: NODE, dport: 30081, proto: 'tcp' });
       assert.equal(b2.verdict, TC_ACT.OK);
       assert.equal(b2.out.dst, REMOTE);
       assert.ok(inRange(b2.out.sport, SNAT));
@@ -503,10 +506,15 @@ describe('per-packet tc programs (BPF_PROG_TEST_RUN on the loaded objects)', { s
       assert.deepEqual([...dsts], ['10.244.1.50:8080']);
     });
 
-    test('a stray TCP RST to a frontend is dropped and opens nothing', () => {
-      const r = run(main.from, { src: CLIENT, sport: 40000, dst: NODE, dport: 30080, proto: 'tcp', flags: TCP.RST });
-      assert.equal(r.verdict, TC_ACT.SHOT);
+    test('only a SYN opens a flow: a stray RST, ACK or SYN-ACK to a frontend goes to the stack untouched and opens nothing', () => {
+      for (const flags of [TCP.RST, TCP.ACK, TCP.ACK | TCP.PSH, TCP.SYN | TCP.ACK, TCP.SYN | TCP.RST]) {
+        const f = packet({ src: CLIENT, sport: 40000, dst: NODE, dport: 30080, proto: 'tcp', flags });
+        const r = progTestRun(main.from, f);
+        assert.equal(r.retval, TC_ACT.OK, `flags ${flags}`);
+        assert.deepEqual(r.data, f, `flags ${flags}: untouched`);
+      }
       assert.equal(ct().length, 0);
+      assert.equal(run(main.from, { src: CLIENT, sport: 40000, dst: NODE, dport: 30080, proto: 'tcp', flags: TCP.SYN }).out.dst, LOCAL, 'the SYN does');
     });
   });
 

@@ -494,7 +494,7 @@ static __noinline int rd_snat_reserve(struct rd_ct_key *ck, const struct rd_ct_v
 }
 
 /* The first packet of a flow to a frontend: verdict, backend, NAT and both CT entries. */
-static __noinline int rd_new_flow(struct __sk_buff *skb, struct rd_pkt *p)
+static __noinline int rd_new_flow(struct __sk_buff *skb, struct rd_pkt *p, const struct rd_config *cfg)
 {
 	struct rd_svc_key key = { .addr = p->daddr, .port = p->dport, .proto = p->proto, .scope = RD_SCOPE_EXT };
 	const struct rd_svc_val *master;
@@ -504,14 +504,10 @@ static __noinline int rd_new_flow(struct __sk_buff *skb, struct rd_pkt *p)
 	union rd_addr vip = p->daddr, client = p->saddr, nat_src = p->saddr;
 	__be16 vport = p->dport, cport = p->sport, nat_sport = p->sport;
 	__u64 now = bpf_ktime_get_ns();
-	__u32 backend_id, rev_nat_id, zero = 0;
+	__u32 backend_id, rev_nat_id;
 	__u16 flags;
 	bool snat;
 
-	const struct rd_config *cfg = bpf_map_lookup_elem(&rd_config_map, &zero);
-
-	if (!cfg)
-		return TC_ACT_OK;
 	master = bpf_map_lookup_elem(&rd_services, &key);
 	if (master) {
 		flags = master->flags;
@@ -794,6 +790,8 @@ int rd_from_netdev(struct __sk_buff *skb)
 {
 	struct rd_pkt p = {};
 	int r = rd_parse(skb, &p);
+	__u32 zero = 0;
+	const struct rd_config *cfg;
 
 	if (r < 0)
 		return TC_ACT_OK;
@@ -804,17 +802,16 @@ int rd_from_netdev(struct __sk_buff *skb)
 	r = rd_tracked(skb, &p, RD_CT_FWD, true);
 	if (r >= 0)
 		return r;
+	/* Written by the agent's first sync; nothing is translated before it. */
+	cfg = bpf_map_lookup_elem(&rd_config_map, &zero);
+	if (!cfg)
+		return TC_ACT_OK;
 	/* Replies of remote backends: only masqueraded flows' come back here, to the node's address
 	 * (the others go from the backend's node to the client), so other packets skip the lookup. */
-	{
-		__u32 zero = 0;
-		const struct rd_config *cfg = bpf_map_lookup_elem(&rd_config_map, &zero);
-
-		if (cfg && rd_addr_eq(&p.daddr, p.v4 ? &cfg->node_ip4 : &cfg->node_ip6)) {
-			r = rd_tracked(skb, &p, RD_CT_REPLY, true);
-			if (r >= 0)
-				return r;
-		}
+	if (rd_addr_eq(&p.daddr, p.v4 ? &cfg->node_ip4 : &cfg->node_ip6)) {
+		r = rd_tracked(skb, &p, RD_CT_REPLY, true);
+		if (r >= 0)
+			return r;
 	}
 	/* Only a TCP SYN (or any UDP datagram) opens a flow: every other packet of an untracked
 	 * flow, most of them not for a frontend at all (pod-to-pod traffic across nodes), goes to
@@ -824,7 +821,7 @@ int rd_from_netdev(struct __sk_buff *skb)
 		rd_note(RD_TR_NO_FRONTEND, 0);
 		return TC_ACT_OK;
 	}
-	r = rd_new_flow(skb, &p);
+	r = rd_new_flow(skb, &p, cfg);
 	if (r == RD_REFUSE)
 		return p.v4 ? rd_refuse4(skb, p.proto == IPPROTO_TCP) : rd_refuse6(skb, p.proto == IPPROTO_TCP);
 	return r;

@@ -164,13 +164,12 @@ struct rd_knobs {
 
 #define RD_TRR_FORWARD 0
 #define RD_TRR_LOOPBACK 1    /* a loopback NodePort: the host namespace only */
-#define RD_TRR_STRAY_RST 2 /* (unused since only a SYN reaches the frontend lookup) */
-#define RD_TRR_SRC_RANGE 3   /* outside loadBalancerSourceRanges */
-#define RD_TRR_POLICY 4      /* traffic policy Local without a local endpoint */
-#define RD_TRR_NO_ENDPOINTS 5 /* refused */
-#define RD_TRR_NO_BACKEND 6  /* a slot named a missing backend */
-#define RD_TRR_NO_NODE_IP 7  /* masquerade without a node address of the family */
-#define RD_TRR_NO_SNAT_PORT 8
+#define RD_TRR_SRC_RANGE 2   /* outside loadBalancerSourceRanges */
+#define RD_TRR_POLICY 3      /* traffic policy Local without a local endpoint */
+#define RD_TRR_NO_ENDPOINTS 4 /* refused */
+#define RD_TRR_NO_BACKEND 5  /* a slot named a missing backend */
+#define RD_TRR_NO_NODE_IP 6  /* masquerade without a node address of the family */
+#define RD_TRR_NO_SNAT_PORT 7
 
 struct rd_trace {
 	__u32 step;

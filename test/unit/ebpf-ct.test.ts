@@ -5,7 +5,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { sweepCt } from '../../src/dataplane/ebpf/ct.js';
-import { CtKeyCodec, CtValCodec, DEFAULT_CT_TIMEOUTS } from '../../src/dataplane/ebpf/codecs.js';
+import { CtKeyCodec, CtValCodec } from '../../src/dataplane/ebpf/codecs.js';
+import { DEFAULT_CT_TIMEOUTS } from '../../src/dataplane/ebpf/defaults.js';
 import type { MapIO } from '../../src/dataplane/ebpf/maps.js';
 
 const S = 1_000_000_000n;

@@ -10,8 +10,6 @@ import { formatIP, parseIP } from '../../model/ip.js';
 import { DataPlaneError } from '../dataplane.js';
 import { DEFAULT_CT_TIMEOUTS, DEFAULT_SNAT_PORTS, type CtTimeouts } from './defaults.js';
 
-export { DEFAULT_CT_TIMEOUTS, DEFAULT_SNAT_PORTS, type CtTimeouts };
-
 export const ADDR_SIZE = 16;
 
 /** Dotted-quad IPv4 into `buf` at `off` (network order); false if `ip` is not one. No allocation: map writes run it per element. */
@@ -95,6 +93,11 @@ export const SVC_F = {
   SRC_NODE_OK: 1 << 7,
   MASQ: 1 << 8,
 } as const;
+
+/** The names of the RD_F_* bits set in a frontend entry's flags, lowercase. */
+export function flagNames(flags: number): string[] {
+  return Object.entries(SVC_F).filter(([, bit]) => flags & bit).map(([n]) => n.toLowerCase());
+}
 
 /** rd_backend.flags (RD_BE_* in common.h). */
 export const BE_F = {

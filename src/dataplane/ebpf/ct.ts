@@ -4,7 +4,8 @@
 // keeps the map's fill level honest (so "nearly full" means live flows, which the LRU would
 // otherwise evict), and counts entries by state for the metrics.
 
-import { CtKeyCodec, CtValCodec, type CtTimeouts } from './codecs.js';
+import { CtKeyCodec, CtValCodec } from './codecs.js';
+import type { CtTimeouts } from './defaults.js';
 import { dumpRaw, type MapIO } from './maps.js';
 
 export interface CtStats {

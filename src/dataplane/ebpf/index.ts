@@ -38,13 +38,14 @@ import { endpointId } from '../../model/build.js';
 import { nodePortAddresses, primaryNodeIP } from '../../model/nodeport-addresses.js';
 import type { Logger } from '../../observe/log.js';
 import { DataPlaneError, type ApplyOptions, type ApplyResult, type DataPlane, type DataPlaneCounters, type ProgrammedFrontend } from '../dataplane.js';
-import { BackendCodec, BE_F, BeStatsCodec, CFG_F, DEFAULT_CT_TIMEOUTS, DEFAULT_SNAT_PORTS, IPPROTO, SCOPE_EXT, SCOPE_HOST, SVC_F, SrcRangeKeyCodec, SvcKeyCodec, SvcStatsCodec, SvcValCodec, protoName } from './codecs.js';
+import { BackendCodec, BE_F, BeStatsCodec, CFG_F, flagNames, IPPROTO, SCOPE_EXT, SCOPE_HOST, SVC_F, SrcRangeKeyCodec, SvcKeyCodec, SvcStatsCodec, SvcValCodec, protoName } from './codecs.js';
 import { bpfMap, libbpfAvailable, netnsCookie } from './libbpf.js';
 import { checkMaglevTableSize } from './maglev.js';
 import { dumpRaw, SyncWrites, writeConfig, type MapFds, type MapIO } from './maps.js';
 import { devicesFor, readDirectRoutes } from '../../source/pod-devices.js';
 import { attachPodDevices, DEFAULT_MAP_SIZES, DEFAULT_PIN_PATH, loadPerPacket, loadSocketLB, removePins, type MapSizes, type PerPacket, type SocketLB } from './programs.js';
-import type { CtTimeouts, Knobs } from './codecs.js';
+import type { Knobs } from './codecs.js';
+import { DEFAULT_CT_TIMEOUTS, DEFAULT_SNAT_PORTS, type CtTimeouts } from './defaults.js';
 import { KernelTracer, type KernelTrace, type TracePacket } from './kernel-trace.js';
 import { sweepCt } from './ct.js';
 import { detectsLocal } from '../../model/frontends.js';
@@ -130,7 +131,6 @@ export class EbpfDataPlane implements DataPlane {
     if (this.lb !== undefined) return;
     if (this.opts.maps !== undefined) {
       this.lb = { fds: this.opts.maps.fds, adopted: 0, close: () => {} };
-      if (this.opts.maps.perPacket === true) this.state.setPerPacket(this.masqFallback());
       return;
     }
     const why = libbpfAvailable();
@@ -156,7 +156,6 @@ export class EbpfDataPlane implements DataPlane {
         this.lb = undefined;
         throw e;
       }
-      this.state.setPerPacket(this.masqFallback());
       this.knobs = knobs;
       this.startCtSweep(knobs.ct);
       this.logger.info('eBPF per-packet path attached', { devices: devices.join(','), snatPorts: knobs.snatPorts.join('-'), leftOut: knobs.snatSkip.join('-') });
@@ -487,6 +486,4 @@ function possibleCpus(): number {
   return n;
 }
 
-export function flagNames(flags: number): string[] {
-  return Object.entries(SVC_F).filter(([, bit]) => flags & bit).map(([n]) => n.toLowerCase());
-}
+

@@ -4,9 +4,9 @@
 // counter, no affinity) and records what it went through in its own rd_trace map. So the answer
 // comes from the kernel's own code path and state, not from a model of them.
 
-import { formatIP, parseIP } from '../../model/ip.js';
+import { formatIP } from '../../model/ip.js';
 import type { Verdict } from '../../model/trace.js';
-import { BackendCodec, IPPROTO, readAddr, SCOPE_EXT, SVC_F, TraceCodec, type Knobs } from './codecs.js';
+import { BackendCodec, flagNames, IPPROTO, readAddr, SCOPE_EXT, TraceCodec, writeAddr, type Knobs } from './codecs.js';
 import type { MapSizes } from './defaults.js';
 import { bpfMap, progTestRun, type BpfObject } from './libbpf.js';
 import { loadTracer } from './programs.js';
@@ -38,20 +38,14 @@ const TC_ACT_SHOT = 2;
 const TC_ACT_REDIRECT = 7;
 const STEPS = ['not a packet the programs handle', 'a packet of a tracked flow, from the client', 'a reply of a tracked flow', 'the first packet of a flow to a frontend', 'not a frontend', 'an ICMP error about a tracked flow'];
 const REASONS = [
-  'forwarded', 'a loopback NodePort serves the node itself only', 'a TCP RST of no tracked flow opens nothing', 'the source is outside loadBalancerSourceRanges',
+  'forwarded', 'a loopback NodePort serves the node itself only', 'the source is outside loadBalancerSourceRanges',
   'traffic policy Local and no local endpoint', 'no endpoints: refused', 'a slot names a missing backend', 'masquerade needs a node address of the family', 'no free SNAT port',
 ];
 
+/** The address as the maps hold it (16 bytes, IPv4 as ::ffff:a.b.c.d). */
 function addr16(ip: string): Buffer {
-  const p = parseIP(ip)!;
   const b = Buffer.alloc(16);
-  if (p.family === 4) {
-    b.writeUInt16BE(0xffff, 10);
-    b.writeUInt32BE(Number(p.value), 12);
-  } else {
-    b.writeBigUInt64BE(p.value >> 64n, 0);
-    b.writeBigUInt64BE(p.value & 0xffffffffffffffffn, 8);
-  }
+  writeAddr(b, 0, ip);
   return b;
 }
 
@@ -103,8 +97,6 @@ function readOut(f: Buffer): KernelTrace['out'] {
   if (proto === 1 || proto === 58) return { src, sport: 0, dst, dport: 0, icmp: `type ${f[l4]} code ${f[l4 + 1]}` };
   return { src, sport: f.readUInt16BE(l4), dst, dport: f.readUInt16BE(l4 + 2) };
 }
-
-const flagNames = (flags: number): string[] => Object.entries(SVC_F).filter(([, bit]) => flags & bit).map(([n]) => n.toLowerCase());
 
 export class KernelTracer {
   private readonly obj: BpfObject;

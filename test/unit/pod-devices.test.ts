@@ -11,12 +11,13 @@ const ROUTES4 = JSON.stringify([
   { dst: '10.244.1.11', dev: 'veth-b', scope: 'link', flags: [] },
   { dst: '10.244.2.0/24', gateway: '198.18.0.3', dev: 'eth0', flags: [] },
   { dst: '10.244.3.0/24', dev: 'cni0', protocol: 'kernel', scope: 'link', prefsrc: '10.244.3.1', flags: [] },
+  { dst: '10.244.0.0/16', dev: 'wg0', scope: 'link', flags: [] },
   { dst: '198.18.0.0/24', dev: 'eth0', protocol: 'kernel', scope: 'link', prefsrc: '198.18.0.2', flags: [] },
 ]);
 const ROUTES6 = JSON.stringify([{ dst: 'fd00:10:244:1::5', dev: 'veth-c', metric: 1024, flags: [] }, { type: 'blackhole', dst: 'fd00::/8', dev: 'lo', flags: [] }]);
 
 test('direct routes keep address and device; default, gateway and non-unicast routes are left out; garbage yields none', () => {
-  assert.deepEqual(parseDirectRoutes(ROUTES4).map((r) => `${r.dst}@${r.dev}`), ['10.244.1.10@veth-a', '10.244.1.11@veth-b', '10.244.3.0/24@cni0', '198.18.0.0/24@eth0']);
+  assert.deepEqual(parseDirectRoutes(ROUTES4).map((r) => `${r.dst}@${r.dev}`), ['10.244.1.10@veth-a', '10.244.1.11@veth-b', '10.244.3.0/24@cni0', '10.244.0.0/16@wg0', '198.18.0.0/24@eth0']);
   assert.deepEqual(parseDirectRoutes(ROUTES6).map((r) => `${r.dst}@${r.dev}`), ['fd00:10:244:1::5@veth-c']);
   assert.deepEqual(parseDirectRoutes('not json'), []);
   assert.deepEqual(parseDirectRoutes('{"dst":"x"}'), []);
@@ -27,6 +28,8 @@ test('a local endpoint\'s interface is its longest direct match: a veth per pod,
   assert.deepEqual(devicesFor(['10.244.1.10', '10.244.1.11', '10.244.3.7', 'fd00:10:244:1::5'], routes, ['eth0']), ['cni0', 'veth-a', 'veth-b', 'veth-c']);
   // An endpoint on the node network (host-network pod) is reached through eth0: excluded.
   assert.deepEqual(devicesFor(['198.18.0.2'], routes, ['eth0']), []);
-  // Routed through a gateway (another node) or not routed at all: no pod interface.
-  assert.deepEqual(devicesFor(['10.244.2.9', '192.0.2.1', 'not-an-ip'], routes, ['eth0']), []);
+  // The longest prefix wins: the /16 behind wg0 serves only what no longer route covers.
+  assert.deepEqual(devicesFor(['10.244.3.7', '10.244.7.1'], routes, ['eth0']), ['cni0', 'wg0']);
+  // Not routed at all, or not an address: no pod interface.
+  assert.deepEqual(devicesFor(['192.0.2.1', 'not-an-ip'], routes, ['eth0']), []);
 });

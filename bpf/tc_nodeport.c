@@ -28,6 +28,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 #define RD_SNAT_TRIES 16
+/* skb->mark of a packet these programs redirected out of an interface (set only on a packet
+ * without a mark): rd_to_netdev, on that interface's egress, lets it pass without a second look
+ * and clears the mark. Crossing into another network namespace clears it too. */
+#define RD_MARK_FORWARDED 0x52440001
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -307,6 +311,8 @@ static __noinline int rd_forward(struct __sk_buff *skb, const struct rd_pkt *p)
 		hl--;
 		bpf_skb_store_bytes(skb, ETH_HLEN + 7, &hl, 1, 0);
 	}
+	if (skb->mark == 0)
+		skb->mark = RD_MARK_FORWARDED;
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
 		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
 	if (bpf_skb_store_bytes(skb, 0, fib.dmac, 6, 0) || bpf_skb_store_bytes(skb, 6, fib.smac, 6, 0))
@@ -357,6 +363,8 @@ static __noinline int rd_refuse4(struct __sk_buff *skb, bool tcp)
 	if (bpf_skb_store_bytes(skb, ETH_HLEN, b, 28 + q, 0) || bpf_skb_store_bytes(skb, 0, mac + 6, 6, 0) ||
 	    bpf_skb_store_bytes(skb, 6, mac, 6, 0))
 		return TC_ACT_SHOT;
+	if (skb->mark == 0)
+		skb->mark = RD_MARK_FORWARDED;
 	return bpf_redirect(skb->ifindex, 0);
 }
 
@@ -392,6 +400,8 @@ static __noinline int rd_refuse6(struct __sk_buff *skb, bool tcp)
 	if (bpf_skb_store_bytes(skb, ETH_HLEN, b, 48 + q, 0) || bpf_skb_store_bytes(skb, 0, mac + 6, 6, 0) ||
 	    bpf_skb_store_bytes(skb, 6, mac, 6, 0))
 		return TC_ACT_SHOT;
+	if (skb->mark == 0)
+		skb->mark = RD_MARK_FORWARDED;
 	return bpf_redirect(skb->ifindex, 0);
 }
 
@@ -627,8 +637,11 @@ static __noinline int rd_new_flow(struct __sk_buff *skb, struct rd_pkt *p, const
 	cv.state = rd_ct_next_state(p->proto, RD_CTS_SYN, p->tcp_flags);
 	if (!rd_knobs.dry_run) {
 		struct rd_be_stats *bs = bpf_map_lookup_elem(&rd_be_stats, &backend_id);
+		__u32 t = rd_end_now(now);
 
 		bpf_map_update_elem(&rd_ct, &ck, &cv, BPF_ANY);
+		rd_end_touch(&vip, vport, p->proto, RD_END_FRONTEND, t);
+		rd_end_touch(&be->addr, be->port, p->proto, RD_END_BACKEND, t);
 		if (bs)
 			bs->connects++;
 	}
@@ -785,12 +798,23 @@ static __noinline int rd_icmp_error(struct __sk_buff *skb, const struct rd_pkt *
 	}
 }
 
+static __always_inline bool rd_pure_syn(const struct rd_pkt *p)
+{
+	return p->proto == IPPROTO_TCP && (p->tcp_flags & (RD_TCP_SYN | RD_TCP_ACK | RD_TCP_RST)) == RD_TCP_SYN;
+}
+
+/* Whether a packet can be a tracked flow's reply: its source is a live backend end. */
+static __always_inline bool rd_reply_end_live(const struct rd_pkt *p)
+{
+	return !rd_pure_syn(p) && rd_end_live(&p->saddr, p->sport, p->proto, RD_END_BACKEND, rd_end_now(bpf_ktime_get_ns()));
+}
+
 SEC("tc")
 int rd_from_netdev(struct __sk_buff *skb)
 {
 	struct rd_pkt p = {};
 	int r = rd_parse(skb, &p);
-	__u32 zero = 0;
+	__u32 zero = 0, now;
 	const struct rd_config *cfg;
 
 	if (r < 0)
@@ -799,16 +823,21 @@ int rd_from_netdev(struct __sk_buff *skb)
 		r = rd_icmp_error(skb, &p, true);
 		return r >= 0 ? r : TC_ACT_OK;
 	}
-	r = rd_tracked(skb, &p, RD_CT_FWD, true);
-	if (r >= 0)
-		return r;
 	/* Written by the agent's first sync; nothing is translated before it. */
 	cfg = bpf_map_lookup_elem(&rd_config_map, &zero);
 	if (!cfg)
 		return TC_ACT_OK;
+	now = rd_end_now(bpf_ktime_get_ns());
+	if (rd_end_live(&p.daddr, p.dport, p.proto, RD_END_FRONTEND, now)) {
+		r = rd_tracked(skb, &p, RD_CT_FWD, true);
+		if (r >= 0)
+			return r;
+	}
 	/* Replies of remote backends: only masqueraded flows' come back here, to the node's address
-	 * (the others go from the backend's node to the client), so other packets skip the lookup. */
-	if (rd_addr_eq(&p.daddr, p.v4 ? &cfg->node_ip4 : &cfg->node_ip6)) {
+	 * (the others go from the backend's node to the client), so other packets skip the lookup;
+	 * so does a TCP SYN, never a reply. */
+	if (rd_addr_eq(&p.daddr, p.v4 ? &cfg->node_ip4 : &cfg->node_ip6) && !rd_pure_syn(&p) &&
+	    rd_end_live(&p.saddr, p.sport, p.proto, RD_END_BACKEND, now)) {
 		r = rd_tracked(skb, &p, RD_CT_REPLY, true);
 		if (r >= 0)
 			return r;
@@ -817,7 +846,7 @@ int rd_from_netdev(struct __sk_buff *skb)
 	 * flow, most of them not for a frontend at all (pod-to-pod traffic across nodes), goes to
 	 * the stack without a frontend lookup. A mid-stream packet of a flow whose entry is gone
 	 * would have been sent to a new backend, which resets it: the node's stack does the same. */
-	if (p.proto == IPPROTO_TCP && (p.tcp_flags & (RD_TCP_SYN | RD_TCP_ACK | RD_TCP_RST)) != RD_TCP_SYN) {
+	if (p.proto == IPPROTO_TCP && !rd_pure_syn(&p)) {
 		rd_note(RD_TR_NO_FRONTEND, 0);
 		return TC_ACT_OK;
 	}
@@ -838,7 +867,10 @@ int rd_from_pod(struct __sk_buff *skb)
 
 	if (r < 0)
 		return TC_ACT_OK;
-	r = r == RD_PKT_ICMP ? rd_icmp_error(skb, &p, true) : rd_tracked(skb, &p, RD_CT_REPLY, true);
+	if (r == RD_PKT_ICMP)
+		r = rd_icmp_error(skb, &p, true);
+	else if (rd_reply_end_live(&p))
+		r = rd_tracked(skb, &p, RD_CT_REPLY, true);
 	return r >= 0 ? r : TC_ACT_OK;
 }
 
@@ -846,11 +878,20 @@ SEC("tc")
 int rd_to_netdev(struct __sk_buff *skb)
 {
 	struct rd_pkt p = {};
-	int r = rd_parse(skb, &p);
+	int r;
 
+	/* Already translated and sent here by one of these programs. */
+	if (skb->mark == RD_MARK_FORWARDED) {
+		skb->mark = 0;
+		return TC_ACT_OK;
+	}
+	r = rd_parse(skb, &p);
 	if (r < 0)
 		return TC_ACT_OK;
 	/* Replies of local backends (and their ICMP errors), on their way back to the client. */
-	r = r == RD_PKT_ICMP ? rd_icmp_error(skb, &p, false) : rd_tracked(skb, &p, RD_CT_REPLY, false);
+	if (r == RD_PKT_ICMP)
+		r = rd_icmp_error(skb, &p, false);
+	else if (rd_reply_end_live(&p))
+		r = rd_tracked(skb, &p, RD_CT_REPLY, false);
 	return r >= 0 ? r : TC_ACT_OK;
 }

@@ -151,7 +151,7 @@ struct rd_knobs {
 	__u16 snat_skip_min; /* ports inside the range left out: the node's ephemeral range (0: none) */
 	__u16 snat_skip_max;
 	__u32 dry_run;       /* per-packet path: decide and rewrite, write no map (rudder trace --kernel) */
-	__u32 pad;
+	__u32 ct_end_window; /* per-packet path: how long a flow end stays live (lib/ct.h), 2^30 ns units */
 };
 
 /* What the last packet of a dry run went through (rd_trace, one element, the dry-run object's own). */

@@ -68,6 +68,61 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } rd_aff_ext SEC(".maps");
 
+/*
+ * The ends of tracked flows: a filter in front of rd_ct, so that a packet no tracked flow can
+ * match (most of them: pod-to-pod traffic, the node's own) costs no rd_ct lookup, a cache and TLB
+ * miss in a map of this size. A flow has two ends: its frontend (address, port, protocol: the
+ * destination of its packets from the client) and its backend (the source of its replies). Each
+ * end hashes to one slot of rd_ct_ends, which holds the time (in 2^30 ns units, 0 = never) a flow
+ * with that end was last created or refreshed. A packet is looked up in rd_ct only if the slot of
+ * the end it would match is younger than the longest CT timeout (rd_knobs.ct_end_window): a live
+ * entry is refreshed at most a second before its flow's slots, so it always passes. Collisions
+ * only cost a lookup; slots age out by themselves, so nothing ever clears them. Pinned, with rd_ct.
+ */
+#define RD_CT_ENDS 65536
+#define RD_END_FRONTEND 0
+#define RD_END_BACKEND 1
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, RD_CT_ENDS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} rd_ct_ends SEC(".maps");
+
+static __always_inline __u32 rd_end_now(__u64 now_ns)
+{
+	return (__u32)(now_ns >> 30) + 1;
+}
+
+static __always_inline __u32 rd_end_slot(const union rd_addr *a, __be16 port, __u8 proto, __u8 kind)
+{
+	__u32 h = (a->w[0] ^ a->w[1] ^ a->w[2]) * 0x9e3779b1;
+
+	h = (h ^ a->w[3]) * 0x85ebca6b;
+	h = (h ^ ((__u32)port << 16 | (__u32)proto << 8 | kind)) * 0xc2b2ae35;
+	h ^= h >> 16;
+	return h & (RD_CT_ENDS - 1);
+}
+
+static __always_inline bool rd_end_live(const union rd_addr *a, __be16 port, __u8 proto, __u8 kind, __u32 now)
+{
+	__u32 i = rd_end_slot(a, port, proto, kind);
+	__u32 *t = bpf_map_lookup_elem(&rd_ct_ends, &i);
+
+	return t && *t && now - *t <= rd_knobs.ct_end_window;
+}
+
+static __always_inline void rd_end_touch(const union rd_addr *a, __be16 port, __u8 proto, __u8 kind, __u32 now)
+{
+	__u32 i = rd_end_slot(a, port, proto, kind);
+	__u32 *t = bpf_map_lookup_elem(&rd_ct_ends, &i);
+
+	if (t && *t != now && !rd_knobs.dry_run)
+		*t = now;
+}
+
 #define RD_TCP_FIN 0x01
 #define RD_TCP_SYN 0x02
 #define RD_TCP_RST 0x04
@@ -126,7 +181,8 @@ static __always_inline bool rd_ct_touch(struct rd_ct_val *v, __u8 proto, __u8 tc
 
 /* A packet keeps its whole flow alive, as nf_conntrack's one entry per flow does: the entry of
  * the other direction (keyed by the tuple this entry rewrites to, reversed) is refreshed too, so
- * a flow busy one way only (a stream to a silent client) keeps both its translations. */
+ * a flow busy one way only (a stream to a silent client) keeps both its translations, and so are
+ * its ends' slots. */
 static __always_inline void rd_ct_touch_peer(const struct rd_ct_key *k, const struct rd_ct_val *v, __u64 now)
 {
 	struct rd_ct_key pk = {
@@ -134,9 +190,19 @@ static __always_inline void rd_ct_touch_peer(const struct rd_ct_key *k, const st
 		.proto = k->proto, .dir = k->dir == RD_CT_FWD ? RD_CT_REPLY : RD_CT_FWD,
 	};
 	struct rd_ct_val *pv = bpf_map_lookup_elem(&rd_ct, &pk);
+	__u32 t = rd_end_now(now);
 
 	if (pv && rd_ct_live(pv, k->proto, now))
 		pv->last_seen_ns = now;
+	/* The flow's ends: the forward entry's key names its frontend and its rewrite the backend; the
+	 * reply entry's the other way round. */
+	if (k->dir == RD_CT_FWD) {
+		rd_end_touch(&k->daddr, k->dport, k->proto, RD_END_FRONTEND, t);
+		rd_end_touch(&v->nat_daddr, v->nat_dport, k->proto, RD_END_BACKEND, t);
+	} else {
+		rd_end_touch(&k->saddr, k->sport, k->proto, RD_END_BACKEND, t);
+		rd_end_touch(&v->nat_saddr, v->nat_sport, k->proto, RD_END_FRONTEND, t);
+	}
 }
 
 #endif

@@ -15,7 +15,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { EbpfDataPlane } from '../../src/dataplane/ebpf/index.js';
 import { bpfMap, progTestRun } from '../../src/dataplane/ebpf/libbpf.js';
 import { sweepCt } from '../../src/dataplane/ebpf/ct.js';
-import { AffExtKeyCodec, CtKeyCodec, type Knobs } from '../../src/dataplane/ebpf/codecs.js';
+import { AffExtKeyCodec, CtKeyCodec, ctEndWindow, MARK_FORWARDED, type Knobs } from '../../src/dataplane/ebpf/codecs.js';
+import { dumpRaw } from '../../src/dataplane/ebpf/maps.js';
 import { DEFAULT_CT_TIMEOUTS, type CtTimeouts } from '../../src/dataplane/ebpf/defaults.js';
 import { DEFAULT_MAP_SIZES, loadPerPacket, loadSocketLB, removePins, SOCK_LB_OBJECT, TC_OBJECT, type PerPacket, type SocketLB } from '../../src/dataplane/ebpf/programs.js';
 import { build } from '../../src/model/build.js';
@@ -147,6 +148,7 @@ describe('per-packet tc programs (BPF_PROG_TEST_RUN on the loaded objects)', { s
   let onePort: { from: number; to: number; pod: number };
   let ctFd = -1;
   let affFd = -1;
+  let endsFd = -1;
 
   const perPacket = (k: Knobs): { from: number; to: number; pod: number } => {
     const pp = loadPerPacket({ pinPath: s!.pinPath, knobs: k, sizes: SIZES, devices: [], logger: memoryLogger() });
@@ -167,6 +169,7 @@ describe('per-packet tc programs (BPF_PROG_TEST_RUN on the loaded objects)', { s
     onePort = perPacket(knobs(TINY_CT, [50300, 50300]));
     ctFd = objs[0]!.fds.rd_ct;
     affFd = objs[0]!.fds.rd_aff_ext;
+    endsFd = objs[0]!.fds.rd_ct_ends;
     dp = new EbpfDataPlane({ config: CFG, logger: memoryLogger(), pinPath: s.pinPath, sizes: SIZES, maps: { fds: lb.fds, io: bpfMap, perPacket: true } });
     await dp.init();
     const table = build(snapshotOf(OBJECTS), CFG);
@@ -261,6 +264,81 @@ describe('per-packet tc programs (BPF_PROG_TEST_RUN on the loaded objects)', { s
       // What a pod sends to anyone else is not touched.
       const other = packet({ src: LOCAL, sport: 8080, dst: CLIENT, dport: 40004, proto: 'tcp', flags: TCP.ACK });
       assert.deepEqual(progTestRun(main.pod, other).data, other);
+    });
+  });
+
+  describe('the flow-end filter in front of rd_ct, and the mark of forwarded packets', () => {
+    const slotKey = Buffer.alloc(4);
+    const slotVal = Buffer.alloc(4);
+    /** The slots of rd_ct_ends that are set (index -> time), from one batch read. */
+    const liveSlots = (): Map<number, number> => {
+      const { keys, values, count } = dumpRaw(endsFd, 'rd_ct_ends', 4, 4, bpfMap);
+      const m = new Map<number, number>();
+      for (let i = 0; i < count; i++) if (values.readUInt32LE(i * 4) !== 0) m.set(keys.readUInt32LE(i * 4), values.readUInt32LE(i * 4));
+      return m;
+    };
+    const setSlot = (i: number, t: number): void => {
+      slotKey.writeUInt32LE(i);
+      slotVal.writeUInt32LE(t >>> 0); // the programs subtract in 32 bits: an early time wraps
+      bpfMap.update(endsFd, slotKey, slotVal, 'rd_ct_ends');
+    };
+    /** The programs' clock (CLOCK_MONOTONIC, as bpf_ktime_get_ns) in rd_ct_ends units. */
+    const nowUnits = (): number => Number(process.hrtime.bigint() >> 30n) + 1;
+    /** A 56-byte struct __sk_buff context carrying only a mark; its mark once the program ran. */
+    const ctxWithMark = (mark: number): Buffer => {
+      const c = Buffer.alloc(192);
+      c.writeUInt32LE(mark, 8);
+      return c;
+    };
+
+    test('the window is the longest CT timeout in 2^30 ns units, plus two', () => {
+      // 21,600 s (established TCP) = 20,116.6 units.
+      assert.equal(ctEndWindow(DEFAULT_CT_TIMEOUTS), 20_119);
+      assert.equal(ctEndWindow(TINY_CT), 5);
+    });
+
+    test('a new flow sets its two ends; its packets are looked up in rd_ct only while those slots are live', () => {
+      for (const i of liveSlots().keys()) setSlot(i, 0);
+      const syn = run(main.from, { src: CLIENT, sport: 40010, dst: NODE, dport: 30080, proto: 'tcp' });
+      assert.equal(tuple(syn.out), `${CLIENT}:40010 > ${LOCAL}:8080`);
+      const slots = liveSlots();
+      assert.equal(slots.size, 2, 'the frontend end and the backend end');
+      const t = nowUnits();
+      for (const v of slots.values()) assert.ok(Math.abs(v - t) <= 1, `slot time ${v}, now ${t}`);
+      const reply = { src: LOCAL, sport: 8080, dst: CLIENT, dport: 40010, proto: 'tcp', flags: TCP.ACK } as const;
+      const data = { src: CLIENT, sport: 40010, dst: NODE, dport: 30080, proto: 'tcp', flags: TCP.ACK, payload: 'x' } as const;
+      assert.equal(tuple(run(main.pod, reply).out), `${NODE}:30080 > ${CLIENT}:40010`);
+
+      // Older than the window: the entries are still in rd_ct, but no packet reaches them.
+      const window = ctEndWindow(DEFAULT_CT_TIMEOUTS);
+      for (const i of slots.keys()) setSlot(i, nowUnits() - window - 1);
+      assert.deepEqual(progTestRun(main.pod, packet(reply)).data, packet(reply), 'reply untouched');
+      assert.deepEqual(progTestRun(main.to, packet(reply)).data, packet(reply), 'reply untouched on egress');
+      assert.deepEqual(progTestRun(main.from, packet(data)).data, packet(data), 'client data untouched');
+      assert.equal(ct().length, 2);
+
+      // Just inside it: found again, and a tracked packet refreshes its ends.
+      for (const i of slots.keys()) setSlot(i, nowUnits() - window + 1);
+      assert.equal(tuple(run(main.pod, reply).out), `${NODE}:30080 > ${CLIENT}:40010`);
+      assert.equal(tuple(run(main.from, data).out), `${CLIENT}:40010 > ${LOCAL}:8080`);
+    });
+
+    test('a refused SYN leaves with the forwarded mark; the egress program passes a marked packet untouched and clears the mark', () => {
+      const refused = progTestRun(main.from, packet({ src: CLIENT, sport: 40011, dst: NODE, dport: 30082, proto: 'tcp' }), ctxWithMark(0));
+      assert.equal(refused.retval, TC_ACT.REDIRECT);
+      assert.equal(refused.ctx!.readUInt32LE(8), MARK_FORWARDED);
+      const kept = progTestRun(main.from, packet({ src: CLIENT, sport: 40012, dst: NODE, dport: 30082, proto: 'tcp' }), ctxWithMark(0x4000));
+      assert.equal(kept.ctx!.readUInt32LE(8), 0x4000, 'a mark someone else set is left alone');
+
+      run(main.from, { src: CLIENT, sport: 40013, dst: NODE, dport: 30080, proto: 'tcp' });
+      const reply = packet({ src: LOCAL, sport: 8080, dst: CLIENT, dport: 40013, proto: 'tcp', flags: TCP.SYN | TCP.ACK });
+      const passed = progTestRun(main.to, reply, ctxWithMark(MARK_FORWARDED));
+      assert.equal(passed.retval, TC_ACT.OK);
+      assert.deepEqual(passed.data, reply, 'not translated a second time');
+      assert.equal(passed.ctx!.readUInt32LE(8), 0, 'mark cleared');
+      const other = progTestRun(main.to, reply, ctxWithMark(0x4000));
+      assert.equal(tuple(parse(other.data)), `${NODE}:30080 > ${CLIENT}:40013`, 'another mark: translated');
+      assert.equal(other.ctx!.readUInt32LE(8), 0x4000);
     });
   });
 

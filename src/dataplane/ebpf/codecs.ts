@@ -263,6 +263,16 @@ export const ConfigCodec = {
 export const CFG_F = { MASQ_OFF_CLUSTER4: 1 << 0, MASQ_OFF_CLUSTER6: 1 << 1 } as const;
 
 
+/**
+ * rd_knobs.ct_end_window: how long a flow end stays live in rd_ct_ends (lib/ct.h), in the
+ * programs' 2^30 ns units: the longest CT timeout, rounded up, plus two units of slack (an entry
+ * is refreshed up to a second before its ends are).
+ */
+export function ctEndWindow(ct: CtTimeouts): number {
+  const longest = Math.max(ct.tcpSyn, ct.tcpEstablished, ct.tcpClosing, ct.udp);
+  return Math.ceil((longest * 1e9) / 2 ** 30) + 2;
+}
+
 /** struct rd_knobs (48 bytes): the objects' read-only data, fixed at load. */
 export interface Knobs {
   hostNetnsCookie: bigint;
@@ -279,7 +289,7 @@ export interface Knobs {
 export const KnobsCodec = {
   size: 48,
   struct: 'rd_knobs',
-  offsets: { host_netns_cookie: 0, host_ns_only: 8, maglev_m: 12, ct_tcp_syn: 16, ct_tcp_established: 20, ct_tcp_closing: 24, ct_udp: 28, snat_port_min: 32, snat_port_max: 34, snat_skip_min: 36, snat_skip_max: 38, dry_run: 40 },
+  offsets: { host_netns_cookie: 0, host_ns_only: 8, maglev_m: 12, ct_tcp_syn: 16, ct_tcp_established: 20, ct_tcp_closing: 24, ct_udp: 28, snat_port_min: 32, snat_port_max: 34, snat_skip_min: 36, snat_skip_max: 38, dry_run: 40, ct_end_window: 44 },
   encode(k: Knobs): Buffer {
     const buf = Buffer.alloc(48);
     const ct = k.ct ?? DEFAULT_CT_TIMEOUTS;
@@ -297,10 +307,17 @@ export const KnobsCodec = {
     buf.writeUInt16LE(slo, 36);
     buf.writeUInt16LE(shi, 38);
     buf.writeUInt32LE(k.dryRun === true ? 1 : 0, 40);
+    buf.writeUInt32LE(ctEndWindow(ct), 44);
     return buf;
   },
 };
 
+
+/** skb->mark of a packet the per-packet programs redirected (RD_MARK_FORWARDED, tc_nodeport.c). */
+export const MARK_FORWARDED = 0x52440001;
+
+/** rd_ct_ends (lib/ct.h): slots of the flow-end filter in front of rd_ct, __u32 each. */
+export const CT_ENDS = 65536;
 
 /** struct rd_ct_key (40 bytes) and struct rd_ct_val (56 bytes): written by the tc programs (lib/ct.h). */
 export const CtKeyCodec = { size: 40, struct: 'rd_ct_key', offsets: { saddr: 0, daddr: 16, sport: 32, dport: 34, proto: 36, dir: 37 } };

@@ -36,7 +36,7 @@ export const SOCK_TERM_OBJECT = join(BPF_BUILD_DIR, 'sock_term.o');
 export const TC_OBJECT = join(BPF_BUILD_DIR, 'tc_nodeport.o');
 
 /** The per-packet path's own maps (lib/ct.h), besides the shared ones. */
-export const TC_MAP_NAMES = ['rd_ct', 'rd_aff_ext'] as const;
+export const TC_MAP_NAMES = ['rd_ct', 'rd_aff_ext', 'rd_ct_ends'] as const;
 export type TcMapName = (typeof TC_MAP_NAMES)[number];
 
 /** The filter the per-packet programs sit in, on each interface's clsact ingress and egress. */

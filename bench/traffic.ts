@@ -1,6 +1,7 @@
 // The traffic benchmark behind `rudder bench`: one lab, an HTTP server in pod-2a (node-2), and wrk
 // with one TCP connection per request from pod-1b (node-1) and from the external client, straight
-// to the pod IP (no data plane loaded at all: the baseline), through the ClusterIP and through a
+// to the pod IP (no data plane loaded at all: the baseline; the external client's routed through
+// node-1 both ways, as a masqueraded NodePort's packets go), through the ClusterIP and through a
 // NodePort on node-1 for every data plane and service count asked for. Configurations are
 // interleaved within each round (A B C A B C ...) because these machines drift; conntrack is
 // flushed in the node namespaces before every sample. Every sample also reads the whole machine's
@@ -121,7 +122,7 @@ function benchTarget(topo: Topology): BenchTarget {
 function configurations(lab: Lab, t: BenchTarget, o: TrafficBenchOptions): BenchConfig[] {
   const podURL = `http://${t.endpointIP}:${t.targetPort}/`;
   const pod: BenchConfig[] = [{ id: 'direct/pod', kind: 'pod', via: 'direct', label: `${CLIENT_POD} -> ${SERVER_POD} pod IP (direct)`, dataplane: null, services: null, from: CLIENT_POD, url: podURL }];
-  const ext: BenchConfig[] = [{ id: 'direct/external', kind: 'external', via: 'direct', label: `${EXTERNAL} -> ${SERVER_POD} pod IP via ${INGRESS_NODE} (direct)`, dataplane: null, services: null, from: EXTERNAL, url: podURL }];
+  const ext: BenchConfig[] = [{ id: 'direct/external', kind: 'external', via: 'direct', label: `${EXTERNAL} -> ${SERVER_POD} pod IP via ${INGRESS_NODE}, both ways (direct)`, dataplane: null, services: null, from: EXTERNAL, url: podURL }];
   for (const dp of o.dataplanes) {
     for (const n of o.services) {
       pod.push({ id: `clusterip/${dp}/${n}`, kind: 'pod', via: 'clusterip', label: `${CLIENT_POD} -> ClusterIP`, dataplane: dp, services: n, from: CLIENT_POD, url: `http://${t.clusterIP}:${t.port}/` });
@@ -232,8 +233,14 @@ export async function runTrafficBench(o: TrafficBenchOptions): Promise<TrafficBe
       if (r.code !== 0) timeWait = null;
     }
     if (timeWait === null) notes.push('could not shorten the conntrack TIME_WAIT timeout in the node namespaces: kernel default used');
-    // The external client reaches the pod directly through node-1, the NodePort's forward path.
+    // The external client reaches the pod directly through node-1, the NodePort's forward path, and
+    // the pod's node answers it through node-1 too: a NodePort masqueraded to a remote endpoint sends
+    // every reply back through the node that translated it, so the direct path carries the same
+    // packets over the same hops and the ratio measures the data plane, not the route. (The lab's
+    // default would send the replies from node-2 straight to the client: half the packets through
+    // node-1.) Nothing else goes to the client's address from node-2.
     await l.setRoute(EXTERNAL, topo.nodes.find((n) => n.name === target.endpointNode)!.podCIDR, l.ip(INGRESS_NODE));
+    await l.setRoute(target.endpointNode, `${l.ip(EXTERNAL)}/32`, l.ip(INGRESS_NODE));
 
     server = await startBenchServer(l, { pod: SERVER_POD, port: SERVER_PORT, probeFrom: CLIENT_POD, workDir: dir.dir, preferNginx: o.preferNginx });
     o.progress(`server: ${server.kind} in ${SERVER_POD} ${target.endpointIP}:${SERVER_PORT}`);

@@ -14,7 +14,9 @@
  * A frontend without endpoints is refused with ICMP port unreachable, as kube-proxy's REJECT; ICMP
  * errors about a translated flow are translated too (rd_icmp_error), so path MTU discovery works.
  * A local backend keeps the client's address even under eTP=Cluster (its replies pass this node
- * anyway), as Cilium does; kube-proxy masquerades those too. */
+ * anyway), as Cilium does; kube-proxy masquerades those too.
+ *   rd_ct_gc (never attached; the agent runs it with BPF_PROG_TEST_RUN): deletes expired rd_ct
+ *     entries and counts the live ones by state. */
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/lb.h"
@@ -513,7 +515,7 @@ static __noinline int rd_new_flow(struct __sk_buff *skb, struct rd_pkt *p, const
 	struct rd_ct_val cv = {};
 	union rd_addr vip = p->daddr, client = p->saddr, nat_src = p->saddr;
 	__be16 vport = p->dport, cport = p->sport, nat_sport = p->sport;
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = rd_ct_now();
 	__u32 backend_id, rev_nat_id;
 	__u16 flags;
 	bool snat;
@@ -666,7 +668,7 @@ static __noinline int rd_tracked(struct __sk_buff *skb, struct rd_pkt *p, __u8 d
 
 	if (!v)
 		return -1;
-	now = bpf_ktime_get_ns();
+	now = rd_ct_now();
 	if (!rd_ct_live(v, p->proto, now))
 		return -1;
 	if (rd_ct_touch(v, p->proto, p->tcp_flags, now))
@@ -806,7 +808,7 @@ static __always_inline bool rd_pure_syn(const struct rd_pkt *p)
 /* Whether a packet can be a tracked flow's reply: its source is a live backend end. */
 static __always_inline bool rd_reply_end_live(const struct rd_pkt *p)
 {
-	return !rd_pure_syn(p) && rd_end_live(&p->saddr, p->sport, p->proto, RD_END_BACKEND, rd_end_now(bpf_ktime_get_ns()));
+	return !rd_pure_syn(p) && rd_end_live(&p->saddr, p->sport, p->proto, RD_END_BACKEND, rd_end_now(rd_ct_now()));
 }
 
 SEC("tc")
@@ -827,7 +829,7 @@ int rd_from_netdev(struct __sk_buff *skb)
 	cfg = bpf_map_lookup_elem(&rd_config_map, &zero);
 	if (!cfg)
 		return TC_ACT_OK;
-	now = rd_end_now(bpf_ktime_get_ns());
+	now = rd_end_now(rd_ct_now());
 	if (rd_end_live(&p.daddr, p.dport, p.proto, RD_END_FRONTEND, now)) {
 		r = rd_tracked(skb, &p, RD_CT_FWD, true);
 		if (r >= 0)
@@ -894,4 +896,37 @@ int rd_to_netdev(struct __sk_buff *skb)
 	else if (rd_reply_end_live(&p))
 		r = rd_tracked(skb, &p, RD_CT_REPLY, false);
 	return r >= 0 ? r : TC_ACT_OK;
+}
+
+/* What one garbage collection pass saw, returned in skb->cb[0..3]. */
+struct rd_gc {
+	__u64 now;
+	__u32 deleted;
+	__u32 live[3]; /* by state: RD_CTS_SYN, RD_CTS_EST, RD_CTS_CLOSING */
+};
+
+static long rd_gc_one(struct bpf_map *map, const struct rd_ct_key *k, const struct rd_ct_val *v, struct rd_gc *gc)
+{
+	if (!rd_ct_live(v, k->proto, gc->now) && !rd_knobs.dry_run) {
+		/* Checked and deleted in one pass in the kernel: no window in which a flow that took the
+		 * tuple over meanwhile could be deleted, as a dump-then-delete from user space has. */
+		if (bpf_map_delete_elem(map, k) == 0)
+			gc->deleted++;
+		return 0;
+	}
+	gc->live[v->state < 2 ? v->state : 2]++;
+	return 0;
+}
+
+SEC("tc")
+int rd_ct_gc(struct __sk_buff *skb)
+{
+	struct rd_gc gc = { .now = rd_ct_now() };
+
+	bpf_for_each_map_elem(&rd_ct, rd_gc_one, &gc, 0);
+	skb->cb[0] = gc.deleted;
+	skb->cb[1] = gc.live[0];
+	skb->cb[2] = gc.live[1];
+	skb->cb[3] = gc.live[2];
+	return TC_ACT_OK;
 }

@@ -123,6 +123,14 @@ static __always_inline void rd_end_touch(const union rd_addr *a, __be16 port, __
 		*t = now;
 }
 
+/* The per-packet path's clock: CLOCK_MONOTONIC at tick resolution, which costs a read of the
+ * timekeeper instead of the clock source's (a TSC read is a large share of a packet's cost in a
+ * VM); CT timeouts are seconds. The agent's GC pass (rd_ct_gc) reads the same clock. */
+static __always_inline __u64 rd_ct_now(void)
+{
+	return bpf_ktime_get_coarse_ns();
+}
+
 #define RD_TCP_FIN 0x01
 #define RD_TCP_SYN 0x02
 #define RD_TCP_RST 0x04
@@ -157,9 +165,12 @@ static __always_inline __u8 rd_ct_next_state(__u8 proto, __u8 state, __u8 tcp_fl
 	return RD_CTS_EST;
 }
 
+/* An entry refreshed by another CPU after `now` was read has a negative age: live. */
 static __always_inline bool rd_ct_live(const struct rd_ct_val *v, __u8 proto, __u64 now)
 {
-	return now - v->last_seen_ns <= rd_ct_timeout_ns(proto, v->state);
+	__s64 age = (__s64)(now - v->last_seen_ns);
+
+	return age <= (__s64)rd_ct_timeout_ns(proto, v->state);
 }
 
 /* Refreshes an entry for a packet of its direction: written at most once a second unless the

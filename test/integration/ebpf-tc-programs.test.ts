@@ -15,7 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { EbpfDataPlane } from '../../src/dataplane/ebpf/index.js';
 import { bpfMap, progTestRun } from '../../src/dataplane/ebpf/libbpf.js';
 import { sweepCt } from '../../src/dataplane/ebpf/ct.js';
-import { AffExtKeyCodec, CtKeyCodec, ctEndWindow, MARK_FORWARDED, type Knobs } from '../../src/dataplane/ebpf/codecs.js';
+import { AffExtKeyCodec, CtKeyCodec, CtValCodec, ctEndWindow, MARK_FORWARDED, type Knobs } from '../../src/dataplane/ebpf/codecs.js';
 import { dumpRaw } from '../../src/dataplane/ebpf/maps.js';
 import { DEFAULT_CT_TIMEOUTS, type CtTimeouts } from '../../src/dataplane/ebpf/defaults.js';
 import { DEFAULT_MAP_SIZES, loadPerPacket, loadSocketLB, removePins, SOCK_LB_OBJECT, TC_OBJECT, type PerPacket, type SocketLB } from '../../src/dataplane/ebpf/programs.js';
@@ -26,7 +26,7 @@ import { LB_ALGORITHM_ANNOTATION } from '../../src/source/decode.js';
 import { memoryLogger } from '../../src/observe/log.js';
 import { config, decodeOk, rawService, service, slice, snapshotOf, type EpOpts } from '../support/fixtures.js';
 import { createEbpfScratch, type EbpfScratch } from '../support/ebpf-scratch.js';
-import { addrBytes, clearMap, CT_F_SNAT, CT_STATE, dumpCt, MACS, mapKeys, onesSum, packet, parse, parseIcmp, PROTO, TC_ACT, TCP, type CtEntry, type Flow, type Parsed } from '../support/tc-packets.js';
+import { addrBytes, clearMap, ctKey, CT_F_SNAT, CT_STATE, dumpCt, MACS, mapKeys, onesSum, packet, parse, parseIcmp, PROTO, TC_ACT, TCP, type CtEntry, type Flow, type Parsed } from '../support/tc-packets.js';
 
 const isRoot = process.getuid?.() === 0;
 const missing = [SOCK_LB_OBJECT, TC_OBJECT].filter((p) => !existsSync(p));
@@ -141,19 +141,19 @@ describe('per-packet tc programs (BPF_PROG_TEST_RUN on the loaded objects)', { s
   const objs: PerPacket[] = [];
   let dp: EbpfDataPlane;
   /** Default CT timeouts, SNAT range `SNAT`. */
-  let main: { from: number; to: number; pod: number };
+  let main: { from: number; to: number; pod: number; gc: number };
   /** Tiny CT timeouts. */
-  let tiny: { from: number; to: number; pod: number };
+  let tiny: { from: number; to: number; pod: number; gc: number };
   /** Tiny CT timeouts and one SNAT port. */
-  let onePort: { from: number; to: number; pod: number };
+  let onePort: { from: number; to: number; pod: number; gc: number };
   let ctFd = -1;
   let affFd = -1;
   let endsFd = -1;
 
-  const perPacket = (k: Knobs): { from: number; to: number; pod: number } => {
+  const perPacket = (k: Knobs): { from: number; to: number; pod: number; gc: number } => {
     const pp = loadPerPacket({ pinPath: s!.pinPath, knobs: k, sizes: SIZES, devices: [], logger: memoryLogger() });
     objs.push(pp);
-    return { from: pp.obj.progFd('rd_from_netdev'), to: pp.obj.progFd('rd_to_netdev'), pod: pp.obj.progFd('rd_from_pod') };
+    return { from: pp.obj.progFd('rd_from_netdev'), to: pp.obj.progFd('rd_to_netdev'), pod: pp.obj.progFd('rd_from_pod'), gc: pp.obj.progFd('rd_ct_gc') };
   };
 
   const ct = (filter?: (e: CtEntry) => boolean): CtEntry[] => dumpCt(ctFd).filter(filter ?? (() => true));
@@ -711,18 +711,30 @@ describe('per-packet tc programs (BPF_PROG_TEST_RUN on the loaded objects)', { s
     });
   });
 
-  test('the agent\'s sweep deletes expired entries and counts the live ones by state', async () => {
+  test('the agent\'s sweep (rd_ct_gc in the kernel) deletes expired entries and counts the live ones by state', async () => {
     // An established flow (both directions saw data) and a SYN-only one; the SYN timeout is 1 s here.
     run(tiny.from, { src: CLIENT, sport: 41000, dst: NODE, dport: 30080, proto: 'tcp' });
     run(tiny.to, { src: LOCAL, sport: 8080, dst: CLIENT, dport: 41000, proto: 'tcp', flags: TCP.SYN | TCP.ACK });
     run(tiny.from, { src: CLIENT, sport: 41000, dst: NODE, dport: 30080, proto: 'tcp', flags: TCP.ACK });
     run(tiny.from, { src: CLIENT, sport: 41001, dst: NODE, dport: 30080, proto: 'tcp' });
     assert.equal(ct().length, 4);
-    const before = sweepCt(ctFd, SIZES.ct, TINY_CT, process.hrtime.bigint(), bpfMap);
+    const before = sweepCt(tiny.gc, SIZES.ct);
     assert.deepEqual(before, { syn: 2, established: 2, closing: 0, deleted: 0, capacity: SIZES.ct });
     await sleep(1300);
-    const after2 = sweepCt(ctFd, SIZES.ct, TINY_CT, process.hrtime.bigint(), bpfMap);
-    assert.deepEqual(after2, { syn: 0, established: 2, closing: 0, deleted: 2, capacity: SIZES.ct });
-    assert.deepEqual(ct().map((e) => e.sport === 41000 || e.dport === 41000).sort(), [true, true], 'what is left is the established flow');
+    // Meanwhile another CPU refreshed the SYN-only flow's forward entry just after the sweep read
+    // its clock (here: a second ahead of it): a negative age is live, not 2^64 ns old.
+    const fwd = ct((e) => e.dir === 'fwd' && e.sport === 41001)[0]!;
+    const key = ctKey(fwd);
+    const val = Buffer.alloc(CtValCodec.size);
+    assert.ok(bpfMap.lookup(ctFd, key, val, 'rd_ct'));
+    val.writeBigUInt64LE(process.hrtime.bigint() + 1_000_000_000n, CtValCodec.offsets.last_seen_ns);
+    bpfMap.update(ctFd, key, val, 'rd_ct');
+    const after2 = sweepCt(tiny.gc, SIZES.ct);
+    assert.deepEqual(after2, { syn: 1, established: 2, closing: 0, deleted: 1, capacity: SIZES.ct });
+    assert.deepEqual(ct().map((e) => `${e.dir} ${e.sport === 41000 || e.dport === 41000 ? 'established' : 'refreshed'}`).sort(),
+      ['fwd established', 'fwd refreshed', 'reply established'], 'what is left is the established flow and the refreshed entry');
+    // The entry from the future is tracked by the programs too.
+    const r = run(tiny.from, { src: CLIENT, sport: 41001, dst: NODE, dport: 30080, proto: 'tcp', flags: TCP.ACK });
+    assert.equal(tuple(r.out), `${CLIENT}:41001 > ${LOCAL}:8080`);
   });
 });

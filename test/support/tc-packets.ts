@@ -296,6 +296,19 @@ export function dumpCt(fd: number): CtEntry[] {
   return out;
 }
 
+/** The rd_ct key of an entry read with dumpCt. */
+export function ctKey(e: CtEntry): Buffer {
+  const K = CtKeyCodec.offsets;
+  const k = Buffer.alloc(CtKeyCodec.size);
+  writeAddr(k, K.saddr, e.src);
+  writeAddr(k, K.daddr, e.dst);
+  k.writeUInt16BE(e.sport, K.sport);
+  k.writeUInt16BE(e.dport, K.dport);
+  k[K.proto] = e.proto;
+  k[K.dir] = e.dir === 'fwd' ? 0 : 1;
+  return k;
+}
+
 /** Every key of a hash map of `keySize`-byte keys. Throws DataPlaneError EREAD. */
 export function mapKeys(fd: number, keySize: number, what: string): Buffer[] {
   const keys: Buffer[] = [];

@@ -3,10 +3,12 @@
 // take over expired SNAT reservations, so nothing depends on this for correctness; the sweep
 // keeps the map's fill level honest (so "nearly full" means live flows, which the LRU would
 // otherwise evict), and counts entries by state for the metrics.
+//
+// The sweep is rd_ct_gc (tc_nodeport.c), run with BPF_PROG_TEST_RUN: it walks the map in the
+// kernel, deleting each expired entry as it checks it, so a flow that took an expired tuple over
+// is never deleted, and one call does what a dump and a delete per entry did from here.
 
-import { CtKeyCodec, CtValCodec } from './codecs.js';
-import type { CtTimeouts } from './defaults.js';
-import { dumpRaw, type MapIO } from './maps.js';
+import { progTestRun } from './libbpf.js';
 
 export interface CtStats {
   /** Live entries (two per flow) by state after the sweep. */
@@ -18,42 +20,21 @@ export interface CtStats {
   capacity: number;
 }
 
-const STATES = ['syn', 'established', 'closing'] as const;
+/** The smallest frame a tc test run takes (an Ethernet header); rd_ct_gc does not read it. */
+const FRAME = Buffer.alloc(14);
+/** struct __sk_buff (192 bytes); rd_ct_gc answers in cb[0..3], at offset 48. */
+const SKB_SIZE = 192;
+const CB = 48;
 
-/**
- * Dumps rd_ct, deletes expired entries, and counts the rest. `nowNs` is the programs'
- * clock (CLOCK_MONOTONIC, as bpf_ktime_get_ns; process.hrtime.bigint() reads the same clock).
- * Throws DataPlaneError EREAD or EAPPLY.
- */
-export function sweepCt(fd: number, capacity: number, timeouts: CtTimeouts, nowNs: bigint, io: MapIO): CtStats {
-  const { keys, values, count } = dumpRaw(fd, 'rd_ct', CtKeyCodec.size, CtValCodec.size, io);
-  const out: CtStats = { syn: 0, established: 0, closing: 0, deleted: 0, capacity };
-  const limit = (proto: number, state: number): bigint => {
-    const s = proto !== 6 ? timeouts.udp : state === 0 ? timeouts.tcpSyn : state === 1 ? timeouts.tcpEstablished : timeouts.tcpClosing;
-    return BigInt(s) * 1_000_000_000n;
+/** Runs rd_ct_gc once (`progFd`: the loaded program). Throws DataPlaneError EREAD. */
+export function sweepCt(progFd: number, capacity: number): CtStats {
+  const r = progTestRun(progFd, FRAME, Buffer.alloc(SKB_SIZE), 'rd_ct_gc');
+  const cb = r.ctx!;
+  return {
+    deleted: cb.readUInt32LE(CB),
+    syn: cb.readUInt32LE(CB + 4),
+    established: cb.readUInt32LE(CB + 8),
+    closing: cb.readUInt32LE(CB + 12),
+    capacity,
   };
-  const expired = (v: Buffer, vo: number, proto: number): boolean => {
-    const last = v.readBigUInt64LE(vo + CtValCodec.offsets.last_seen_ns);
-    // A flow seen after `nowNs` was read is live.
-    return nowNs > last && nowNs - last > limit(proto, v[vo + CtValCodec.offsets.state]!);
-  };
-  const key = Buffer.alloc(CtKeyCodec.size);
-  const val = Buffer.alloc(CtValCodec.size);
-  for (let i = 0; i < count; i++) {
-    const ko = i * CtKeyCodec.size;
-    const vo = i * CtValCodec.size;
-    const proto = keys[ko + CtKeyCodec.offsets.proto]!;
-    if (expired(values, vo, proto)) {
-      keys.copy(key, 0, ko, ko + CtKeyCodec.size);
-      // Read again right before deleting: since the dump, a new flow on the same tuple may have
-      // taken the expired entry over (a client reusing its port, an SNAT reservation), and a
-      // batch delete from the dump would break it.
-      if (!io.lookup(fd, key, val, 'rd_ct') || expired(val, 0, proto)) {
-        if (io.delete(fd, key, 'rd_ct')) out.deleted++;
-        continue;
-      }
-    }
-    out[STATES[Math.min(values[vo + CtValCodec.offsets.state]!, 2)]!]++;
-  }
-  return out;
 }

@@ -157,7 +157,7 @@ export class EbpfDataPlane implements DataPlane {
         throw e;
       }
       this.knobs = knobs;
-      this.startCtSweep(knobs.ct);
+      this.startCtSweep();
       this.logger.info('eBPF per-packet path attached', { devices: devices.join(','), snatPorts: knobs.snatPorts.join('-'), leftOut: knobs.snatSkip.join('-') });
     }
   }
@@ -312,13 +312,13 @@ export class EbpfDataPlane implements DataPlane {
   private ctFull = false;
 
   /** Sweeps rd_ct now and every ctSweepIntervalMs (never keeping the process alive). */
-  private startCtSweep(timeouts: CtTimeouts): void {
+  private startCtSweep(): void {
     let deletedTotal = 0;
     const sweep = (): void => {
       const pp = this.perPacket;
       if (pp === undefined) return;
       try {
-        const s = sweepCt(pp.fds.rd_ct, this.sizes.ct, timeouts, process.hrtime.bigint(), this.io);
+        const s = sweepCt(pp.obj.progFd('rd_ct_gc'), this.sizes.ct);
         deletedTotal += s.deleted;
         this.ctStats = { syn: s.syn, established: s.established, closing: s.closing, capacity: s.capacity, deletedTotal };
         const live = s.syn + s.established + s.closing;

@@ -62,8 +62,10 @@ static __always_inline void rd_note(__u32 step, __u32 reason)
 #ifndef IPPROTO_ICMPV6
 #define IPPROTO_ICMPV6 58
 #endif
-/* rd_new_flow's answer "refuse this packet" (the caller does, keeping the call chain's stack small). */
+/* rd_new_flow's answers "refuse this packet" and "translate it to the tuple given back" (the caller
+ * does either, keeping the call chain's stack small). */
 #define RD_REFUSE 1000
+#define RD_TRANSLATE 1001
 
 #define RD_PKT_ICMP 1 /* rd_parse: an ICMP or ICMPv6 packet */
 
@@ -322,6 +324,111 @@ static __noinline int rd_forward(struct __sk_buff *skb, const struct rd_pkt *p)
 	return bpf_redirect(fib.ifindex, 0);
 }
 
+/* Ones' complement arithmetic on 32-bit words (RFC 1071, RFC 1624): a sum with the end-around
+ * carry, and the difference that replacing `old` by `new` makes to a checksum. */
+static __always_inline __u32 rd_csum_add(__u32 sum, __u32 v)
+{
+	sum += v;
+	return sum + (sum < v);
+}
+
+static __always_inline __u32 rd_csum_repl(__u32 sum, __u32 old, __u32 new)
+{
+	return rd_csum_add(rd_csum_add(sum, ~old), new);
+}
+
+/*
+ * Translates an IPv4 packet to `t` and, with `forward`, routes it and hands it to the outgoing
+ * interface, in one pass: the route is looked up first, so the new header (TTL, checksum,
+ * addresses) is stored at once with its checksum recomputed here, and the L4 checksum gets one
+ * update for the addresses (the pseudo-header) and one for the ports. The same packet as
+ * rd_rewrite then rd_forward make, with a third of their helper calls. `p` is updated to match.
+ */
+static __noinline int rd_xlate4(struct __sk_buff *skb, struct rd_pkt *p, const struct rd_tuple *t, bool forward)
+{
+	struct bpf_fib_lookup fib = {};
+	__u8 h[20] __attribute__((aligned(4))); /* the IPv4 header */
+	union { __be16 p[2]; __u32 w; } ports = { .p = { t->sport, t->dport } }, old_ports = { .p = { p->sport, p->dport } };
+	__u32 csum_off = p->l4_off + (p->proto == IPPROTO_TCP ? 16 : 6);
+	__u64 mangled = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+	__be32 os = p->saddr.w[3], od = p->daddr.w[3], ns = t->saddr.w[3], nd = t->daddr.w[3];
+	__u32 addr_diff = rd_csum_repl(rd_csum_repl(0, os, ns), od, nd);
+	__u32 hsum;
+	__u16 word, word2, hc;
+	int rc = -1;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, h, 20))
+		return TC_ACT_SHOT;
+	if (forward && h[8] > 1) {
+		fib.family = AF_INET;
+		fib.ifindex = skb->ingress_ifindex;
+		fib.l4_protocol = p->proto;
+		fib.sport = t->sport;
+		fib.dport = t->dport;
+		fib.tot_len = skb->len - ETH_HLEN;
+		fib.tos = h[1];
+		fib.ipv4_src = ns;
+		fib.ipv4_dst = nd;
+		rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+		if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+			rc = -1;
+	}
+	/* The header: the addresses, and one hop less when this forwards it. */
+	__builtin_memcpy(&hc, h + 10, 2);
+	hsum = addr_diff;
+	if (rc >= 0) {
+		__builtin_memcpy(&word, h + 8, 2);
+		h[8]--;
+		__builtin_memcpy(&word2, h + 8, 2);
+		hsum = rd_csum_repl(hsum, word, word2);
+	}
+	hsum = rd_csum_add(hsum, (__u16)~hc);
+	hsum = (hsum & 0xffff) + (hsum >> 16);
+	hsum = (hsum & 0xffff) + (hsum >> 16);
+	hc = (__u16)~hsum;
+	__builtin_memcpy(h + 10, &hc, 2);
+	__builtin_memcpy(h + 12, &ns, 4);
+	__builtin_memcpy(h + 16, &nd, 4);
+	if (!p->udp_nocsum) {
+		if ((os != ns || od != nd) && bpf_l4_csum_replace(skb, csum_off, 0, addr_diff, BPF_F_PSEUDO_HDR | mangled))
+			return TC_ACT_SHOT;
+		if ((p->sport != t->sport || p->dport != t->dport) &&
+		    bpf_l4_csum_replace(skb, csum_off, 0, rd_csum_repl(0, old_ports.w, ports.w), mangled))
+			return TC_ACT_SHOT;
+	}
+	if (bpf_skb_store_bytes(skb, ETH_HLEN + 8, h + 8, 12, 0) || bpf_skb_store_bytes(skb, p->l4_off, ports.p, 4, 0))
+		return TC_ACT_SHOT;
+	p->saddr = t->saddr;
+	p->daddr = t->daddr;
+	p->sport = t->sport;
+	p->dport = t->dport;
+	if (rc < 0)
+		return TC_ACT_OK;
+	if (skb->mark == 0)
+		skb->mark = RD_MARK_FORWARDED;
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
+	{
+		__u8 mac[12];
+
+		__builtin_memcpy(mac, fib.dmac, 6);
+		__builtin_memcpy(mac + 6, fib.smac, 6);
+		if (bpf_skb_store_bytes(skb, 0, mac, 12, 0))
+			return TC_ACT_SHOT;
+	}
+	return bpf_redirect(fib.ifindex, 0);
+}
+
+/* A packet translated to `t`, then (with `forward`) routed past netfilter. */
+static __always_inline int rd_translate(struct __sk_buff *skb, struct rd_pkt *p, const struct rd_tuple *t, bool forward)
+{
+	if (p->v4)
+		return rd_xlate4(skb, p, t, forward);
+	if (rd_rewrite(skb, p, t))
+		return TC_ACT_SHOT;
+	return forward ? rd_forward(skb, p) : TC_ACT_OK;
+}
+
 static __always_inline __u16 rd_fold(__s64 csum)
 {
 	__u32 s = (__u32)csum;
@@ -505,8 +612,9 @@ static __noinline int rd_snat_reserve(struct rd_ct_key *ck, const struct rd_ct_v
 	return -1;
 }
 
-/* The first packet of a flow to a frontend: verdict, backend, NAT and both CT entries. */
-static __noinline int rd_new_flow(struct __sk_buff *skb, struct rd_pkt *p, const struct rd_config *cfg)
+/* The first packet of a flow to a frontend: verdict, backend, NAT and both CT entries; the
+ * packet's new tuple in `out` when the answer is RD_TRANSLATE. */
+static __noinline int rd_new_flow(struct __sk_buff *skb, struct rd_pkt *p, const struct rd_config *cfg, struct rd_tuple *out)
 {
 	struct rd_svc_key key = { .addr = p->daddr, .port = p->dport, .proto = p->proto, .scope = RD_SCOPE_EXT };
 	const struct rd_svc_val *master;
@@ -649,13 +757,11 @@ static __noinline int rd_new_flow(struct __sk_buff *skb, struct rd_pkt *p, const
 	}
 	rd_count(rev_nat_id, 0);
 	rd_note(RD_TR_NEW_FLOW, RD_TRR_FORWARD);
-	{
-		struct rd_tuple t = { .saddr = nat_src, .sport = nat_sport, .daddr = be->addr, .dport = be->port };
-
-		if (rd_rewrite(skb, p, &t))
-			return TC_ACT_SHOT;
-	}
-	return rd_forward(skb, p);
+	out->saddr = nat_src;
+	out->sport = nat_sport;
+	out->daddr = be->addr;
+	out->dport = be->port;
+	return RD_TRANSLATE;
 }
 
 /* A packet of a tracked flow in direction `dir`: rewritten from its entry. Returns -1 if untracked. */
@@ -688,9 +794,7 @@ static __noinline int rd_tracked(struct __sk_buff *skb, struct rd_pkt *p, __u8 d
 	t.daddr = v->nat_daddr;
 	t.sport = v->nat_sport;
 	t.dport = v->nat_dport;
-	if (rd_rewrite(skb, p, &t))
-		return TC_ACT_SHOT;
-	return forward ? rd_forward(skb, p) : TC_ACT_OK;
+	return rd_translate(skb, p, &t, forward);
 }
 
 /* One address inside an ICMP error (the outer header's or the quoted packet's) rewritten, with
@@ -818,6 +922,7 @@ int rd_from_netdev(struct __sk_buff *skb)
 	int r = rd_parse(skb, &p);
 	__u32 zero = 0, now;
 	const struct rd_config *cfg;
+	struct rd_tuple t;
 
 	if (r < 0)
 		return TC_ACT_OK;
@@ -852,7 +957,9 @@ int rd_from_netdev(struct __sk_buff *skb)
 		rd_note(RD_TR_NO_FRONTEND, 0);
 		return TC_ACT_OK;
 	}
-	r = rd_new_flow(skb, &p, cfg);
+	r = rd_new_flow(skb, &p, cfg, &t);
+	if (r == RD_TRANSLATE)
+		return rd_translate(skb, &p, &t, true);
 	if (r == RD_REFUSE)
 		return p.v4 ? rd_refuse4(skb, p.proto == IPPROTO_TCP) : rd_refuse6(skb, p.proto == IPPROTO_TCP);
 	return r;

@@ -18,6 +18,7 @@ export interface Loaded {
 export function loadTable(paths: string[], flags: ConfigFlags, logger: Logger): Loaded {
   const m = loadManifests(paths);
   for (const s of m.invalid) logger.warn(`skipping invalid object: ${describeSkipped(s)}`);
+  for (const s of m.ignored) logger.info(`ignoring object: ${describeSkipped(s)}`);
   const tracker = new Tracker(flags.nodeName);
   for (const o of m.objects) tracker.handle({ type: 'upsert', object: o });
   const config = proxyConfig(flags, tracker.node);

@@ -150,3 +150,24 @@ export function inAnyCIDR(ip: string, cidrs: readonly string[]): boolean {
   }
   return false;
 }
+
+const SPECIAL: ReadonlyArray<[string, string]> = [
+  ['0.0.0.0/8', 'an unspecified address'], ['::/128', 'an unspecified address'],
+  ['127.0.0.0/8', 'a loopback address'], ['::1/128', 'a loopback address'],
+  ['169.254.0.0/16', 'a link-local address'], ['fe80::/10', 'a link-local address'],
+  ['224.0.0.0/4', 'a multicast address'], ['ff00::/8', 'a multicast address'],
+  ['255.255.255.255/32', 'the broadcast address'],
+];
+const SPECIAL_CIDRS = SPECIAL.map(([c, what]) => [parseCIDR(c)!, what] as const);
+
+/**
+ * What makes an address unusable as a service address (a ClusterIP or an external IP), as the
+ * API server's validation says: unspecified, loopback, link-local, multicast, broadcast; null for
+ * any other valid address (and for a string that is not an address).
+ */
+export function specialAddress(s: string): string | null {
+  const ip = parseIP(s);
+  if (ip === null) return null;
+  for (const [c, what] of SPECIAL_CIDRS) if (cidrContains(c, ip)) return what;
+  return null;
+}

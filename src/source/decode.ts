@@ -2,7 +2,7 @@
 // Every rejection names the field, as a JSON path from the object's root, so the log line or
 // the error message tells the user exactly what to fix.
 
-import { normalizeCIDR, normalizeIP, ipFamily } from '../model/ip.js';
+import { normalizeCIDR, normalizeIP, ipFamily, specialAddress } from '../model/ip.js';
 import type {
   Endpoint,
   EndpointSlice,
@@ -101,8 +101,17 @@ class Reader {
 
   ip(v: unknown, field: string): string {
     const s = this.str(v, field);
-    const n = normalizeIP(s);
+    // The API server's parser takes no surrounding space either.
+    const n = s === s.trim() ? normalizeIP(s) : null;
     if (n === null) this.fail(field, `${JSON.stringify(s)} is not a valid IP address`);
+    return n;
+  }
+
+  /** An address a service can be reached at: not unspecified, loopback, link-local, multicast or broadcast. */
+  serviceIP(v: unknown, field: string): string {
+    const n = this.ip(v, field);
+    const what = specialAddress(n);
+    if (what !== null) this.fail(field, `${n} is ${what}, not usable as a service address`);
     return n;
   }
 
@@ -186,6 +195,15 @@ function readMeta(raw: Obj, kind: string, namespaced: boolean): Meta {
  * Decodes one raw object. Never throws: a bad object comes back as `invalid` with the field
  * named, an object the proxy has no use for as `ignored`.
  */
+/** kind/namespace/name of an object the proxy does not read, for log lines (null without a name). */
+function looseKey(raw: Obj, kind: string): string | null {
+  const meta = isObj(raw['metadata']) ? raw['metadata'] : {};
+  const name = meta['name'];
+  const ns = meta['namespace'];
+  if (typeof name !== 'string' || name === '') return null;
+  return typeof ns === 'string' && ns !== '' ? `${kind}/${ns}/${name}` : `${kind}/${name}`;
+}
+
 export function decodeObject(raw: unknown): DecodeResult {
   if (!isObj(raw)) {
     return { status: 'invalid', kind: '?', key: null, error: new DecodeError('document', '(root)', `must be an object, got ${describe(raw)}`) };
@@ -196,19 +214,19 @@ export function decodeObject(raw: unknown): DecodeResult {
   try {
     switch (kind) {
       case 'Service': {
-        if (apiVersion !== 'v1') return { status: 'ignored', kind, key, reason: `apiVersion ${apiVersion} is not v1` };
+        if (apiVersion !== 'v1') return { status: 'ignored', kind, key: looseKey(raw, kind), reason: `apiVersion ${apiVersion} is not v1` };
         const meta = readMeta(raw, kind, true);
         key = `Service/${meta.namespace}/${meta.name}`;
         return decodeService(raw, meta);
       }
       case 'EndpointSlice': {
-        if (apiVersion !== 'discovery.k8s.io/v1') return { status: 'ignored', kind, key, reason: `apiVersion ${apiVersion} is not discovery.k8s.io/v1` };
+        if (apiVersion !== 'discovery.k8s.io/v1') return { status: 'ignored', kind, key: looseKey(raw, kind), reason: `apiVersion ${apiVersion} is not discovery.k8s.io/v1` };
         const meta = readMeta(raw, kind, true);
         key = `EndpointSlice/${meta.namespace}/${meta.name}`;
         return decodeSlice(raw, meta);
       }
       case 'Node': {
-        if (apiVersion !== 'v1') return { status: 'ignored', kind, key, reason: `apiVersion ${apiVersion} is not v1` };
+        if (apiVersion !== 'v1') return { status: 'ignored', kind, key: looseKey(raw, kind), reason: `apiVersion ${apiVersion} is not v1` };
         const meta = readMeta(raw, kind, false);
         key = `Node/${meta.name}`;
         return { status: 'ok', object: decodeNode(raw, meta) };
@@ -216,7 +234,7 @@ export function decodeObject(raw: unknown): DecodeResult {
       case '':
         throw new DecodeError('document', 'kind', 'is required');
       default:
-        return { status: 'ignored', kind, key, reason: `kind ${kind} is not used by the proxy` };
+        return { status: 'ignored', kind, key: looseKey(raw, kind), reason: `kind ${kind} is not used by the proxy` };
     }
   } catch (e) {
     if (e instanceof DecodeError) return { status: 'invalid', kind: kind || '?', key, error: e };
@@ -240,7 +258,7 @@ function decodeService(raw: Obj, meta: Meta): DecodeResult {
   const rawIPs = r.arr(spec['clusterIPs'], 'spec.clusterIPs');
   let clusterIPs: string[];
   if (rawIPs.length > 0) {
-    clusterIPs = rawIPs.map((v, i) => r.ip(v, `spec.clusterIPs[${i}]`));
+    clusterIPs = rawIPs.map((v, i) => r.serviceIP(v, `spec.clusterIPs[${i}]`));
     if (clusterIP !== '' && normalizeIP(clusterIP) !== clusterIPs[0]) {
       r.fail('spec.clusterIP', `${JSON.stringify(clusterIP)} differs from spec.clusterIPs[0] ${JSON.stringify(clusterIPs[0])}`);
     }
@@ -248,7 +266,7 @@ function decodeService(raw: Obj, meta: Meta): DecodeResult {
       r.fail('spec.clusterIPs', 'must hold at most one address per IP family');
     }
   } else if (clusterIP !== '') {
-    clusterIPs = [r.ip(clusterIP, 'spec.clusterIP')];
+    clusterIPs = [r.serviceIP(clusterIP, 'spec.clusterIP')];
   } else {
     return { status: 'ignored', kind: 'Service', key, reason: 'no cluster IP allocated' };
   }
@@ -282,7 +300,7 @@ function decodeService(raw: Obj, meta: Meta): DecodeResult {
     ports.push({ name, protocol, port, nodePort, targetPort });
   });
 
-  const externalIPs = r.arr(spec['externalIPs'], 'spec.externalIPs').map((v, i) => r.ip(v, `spec.externalIPs[${i}]`));
+  const externalIPs = r.arr(spec['externalIPs'], 'spec.externalIPs').map((v, i) => r.serviceIP(v, `spec.externalIPs[${i}]`));
 
   // Only the field: the legacy service.beta.kubernetes.io/load-balancer-source-ranges annotation
   // is read by cloud load balancers, never by kube-proxy.

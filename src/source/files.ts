@@ -119,7 +119,7 @@ function addObject(result: LoadedFile, file: string, document: number, where: st
   } else if (r.status === 'ignored') {
     result.ignored.push({ file, where, key: r.key, reason: r.reason });
   } else {
-    if (r.key === null) throw new ManifestError(file, document, r.error.field, r.error.problem);
+    // Even one whose name cannot be read (key null) is skipped alone: the file's other objects load.
     result.invalid.push({ file, where, key: r.key, reason: r.error.message, error: r.error });
   }
 }
@@ -161,7 +161,9 @@ interface Held {
 
 /**
  * Watches manifests. A file that becomes unreadable or invalid YAML keeps its previous objects
- * (logged), so a half-saved edit never withdraws services; an invalid object is skipped and logged.
+ * (logged), so a half-saved edit never withdraws services; an invalid object is skipped and
+ * logged, and keeps the last good version its file gave it; an ignored one (another kind, another
+ * API version) gets a line too.
  */
 export class FileSource implements Source {
   /** The definition in force for each key (what was last emitted). */
@@ -254,11 +256,14 @@ export class FileSource implements Source {
   private absorb(file: string, loaded: LoadedFile): void {
     const emit = this.onEvent;
     if (emit === null) return;
-    for (const s of loaded.invalid) {
-      this.opts.logger.warn('skipping invalid object', { file: s.file, where: s.where, object: s.key, field: s.error?.field, problem: s.error?.problem });
-    }
     const before = this.byFile.get(file) ?? new Map<string, Held>();
     const now = new Map<string, Held>();
+    for (const s of loaded.invalid) {
+      const last = s.key === null ? undefined : before.get(s.key);
+      this.opts.logger.warn(last === undefined ? 'skipping invalid object' : 'invalid object, keeping its last good version', { file: s.file, where: s.where, object: s.key ?? '(unnamed)', field: s.error?.field, problem: s.error?.problem });
+      if (last !== undefined) now.set(s.key!, last);
+    }
+    for (const s of loaded.ignored) this.opts.logger.info('ignoring object', { file: s.file, where: s.where, object: s.key ?? '(unnamed)', reason: s.reason });
     for (const obj of loaded.objects) {
       const key = objectKey(obj);
       const other = now.has(key) ? file : this.definedElsewhere(key, file);

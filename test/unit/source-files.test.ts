@@ -87,6 +87,35 @@ test('an invalid object is skipped with its document named while the rest of the
   }
 });
 
+test('special addresses are refused as ClusterIPs and external IPs, and an address with spaces is not an address', () => {
+  for (const [ip, what] of [['127.0.0.1', 'a loopback address'], ['0.0.0.0', 'an unspecified address'], ['255.255.255.255', 'the broadcast address'],
+    ['224.0.0.251', 'a multicast address'], ['169.254.20.10', 'a link-local address'], ['::1', 'a loopback address'], ['ff02::1', 'a multicast address']] as const) {
+    const v6 = ip.includes(':');
+    const spec = v6 ? { ipFamilies: ['IPv6'], clusterIPs: [ip] } : {};
+    assert.equal(invalidField(rawService('web', { clusterIP: ip, spec })), `Service default/web: spec.${v6 ? 'clusterIPs[0]' : 'clusterIP'}: ${ip} is ${what}, not usable as a service address`);
+  }
+  assert.match(invalidField(rawService('web', { spec: { externalIPs: ['198.18.0.9', '127.0.0.2'] } })), /spec\.externalIPs\[1\]: 127\.0\.0\.2 is a loopback address/);
+  assert.match(invalidField(rawService('web', { clusterIP: ' 10.96.0.10' })), /spec\.clusterIP: " 10\.96\.0\.10" is not a valid IP address/);
+  assert.equal(decodeObject(rawService('web', { clusterIP: '10.96.0.10', spec: { externalIPs: ['198.18.0.9'] } })).status, 'ok');
+});
+
+test('an object whose name cannot be read is skipped alone: the file\'s other objects load', () => {
+  const dir = tmp();
+  try {
+    const f = join(dir, 'm.yaml');
+    const bad = rawService('Not_A_Name', { clusterIP: '10.96.0.12' });
+    const worse = { apiVersion: 'v1', kind: 'Service', metadata: { name: 'x', namespace: 'default', labels: { a: 1 } }, spec: { clusterIP: '10.96.0.13', ports: [{ port: 80 }] } };
+    writeFileSync(f, [rawService('a'), bad, worse, rawService('b', { clusterIP: '10.96.0.11' })].map((o) => JSON.stringify(o)).join('\n---\n'));
+    const l = loadFile(f);
+    assert.deepEqual(l.objects.map((o) => ('name' in o ? o.name : '')), ['a', 'b']);
+    assert.deepEqual(l.invalid.map((i) => [i.where, i.key]), [['document 2', null], ['document 3', null]]);
+    assert.match(l.invalid[0]!.reason, /metadata\.name: "Not_A_Name" is not a valid Service name/);
+    assert.match(l.invalid[1]!.reason, /metadata\.labels/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 async function until(cond: () => boolean, ms = 3000): Promise<void> {
   const end = Date.now() + ms;
   while (!cond()) {
@@ -121,6 +150,38 @@ test('the file source emits upserts, deletes on edit, keeps objects through a br
     await until(() => events.some((e) => e.type === 'upsert'));
     await new Promise((r) => setTimeout(r, 60));
     assert.deepEqual(events.map((e) => (e.type === 'upsert' ? `${e.object.kind}/${'namespace' in e.object ? e.object.name : ''}` : e.type)), ['Service/b']);
+  } finally {
+    await src.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the file source keeps the last good version of an object an edit breaks, and says so; other kinds get a line each', async () => {
+  const dir = tmp();
+  const log = memoryLogger();
+  const src = new FileSource({ paths: [dir], logger: log, debounceMs: 20 });
+  const events: SourceEvent[] = [];
+  const yaml = (o: unknown[]): string => o.map((x) => JSON.stringify(x)).join('\n---\n');
+  const cm = { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'cfg', namespace: 'default' } };
+  try {
+    writeFileSync(join(dir, 'a.yaml'), yaml([rawService('a'), rawService('b', { clusterIP: '10.96.0.11' }), cm]));
+    await src.start((e) => events.push(e));
+    assert.deepEqual(events.map((e) => e.type), ['upsert', 'upsert', 'synced', 'synced', 'synced']);
+    assert.ok(log.lines.some((l) => l.includes('ignoring object') && l.includes('ConfigMap/default/cfg') && l.includes('document 3')), log.lines.join('\n'));
+    events.length = 0;
+
+    // b's port broken, a changed: a is updated, b keeps what it had.
+    writeFileSync(join(dir, 'a.yaml'), yaml([rawService('a', { clusterIP: '10.96.0.20' }), rawService('b', { clusterIP: '10.96.0.11', ports: [{ port: 0 }] })]));
+    await until(() => events.length >= 1);
+    await new Promise((r) => setTimeout(r, 60));
+    assert.deepEqual(events.map((e) => (e.type === 'upsert' && 'name' in e.object ? `upsert ${e.object.name}` : e.type)), ['upsert a']);
+    assert.ok(log.lines.some((l) => l.includes('keeping its last good version') && l.includes('Service/default/b') && l.includes('spec.ports[0].port')), log.lines.join('\n'));
+    events.length = 0;
+
+    // Dropping b from the file withdraws it.
+    writeFileSync(join(dir, 'a.yaml'), yaml([rawService('a', { clusterIP: '10.96.0.20' })]));
+    await until(() => events.length >= 1);
+    assert.deepEqual(events, [{ type: 'delete', kind: 'Service', key: 'Service/default/b' }]);
   } finally {
     await src.stop();
     rmSync(dir, { recursive: true, force: true });

@@ -30,6 +30,20 @@ export interface AgentFileConfig {
 
 const API_VERSION = 'kubeproxy.config.k8s.io/v1alpha1';
 
+/**
+ * The range each sync interval must lie in: a zero sync period would be a busy loop, and timers
+ * longer than a day are not what anyone means (Node's cap is 24.8 days).
+ */
+export const SYNC_PERIOD_RANGE = { min: 1, max: 86_400_000 } as const;
+export const MIN_SYNC_PERIOD_RANGE = { min: 0, max: 86_400_000 } as const;
+
+/** The problem with a duration outside its range, or null. */
+export function durationRangeProblem(ms: number, r: { min: number; max: number }): string | null {
+  if (ms < r.min) return r.min === 1 ? 'must be greater than 0' : `must be at least ${r.min} ms`;
+  if (ms > r.max) return 'must be at most 24h';
+  return null;
+}
+
 /** Parses a Go duration ("30s", "1m", "500ms", "1m30s") into milliseconds. */
 export function parseDuration(s: string): number | null {
   if (s === '0') return 0;
@@ -65,9 +79,11 @@ export function loadAgentConfig(file: string): AgentFileConfig {
   const str = (v: unknown, field: string): string => (typeof v === 'string' ? v : fail(field, `must be a string, got ${JSON.stringify(v)}`));
   const strList = (v: unknown, field: string): string[] =>
     Array.isArray(v) ? v.map((x, i) => str(x, `${field}[${i}]`)) : fail(field, 'must be a list of strings');
-  const dur = (v: unknown, field: string): number => {
+  const dur = (v: unknown, field: string, range: { min: number; max: number }): number => {
     const ms = parseDuration(str(v, field));
-    return ms === null ? fail(field, `${JSON.stringify(v)} is not a duration like 30s or 1m`) : ms;
+    if (ms === null) return fail(field, `${JSON.stringify(v)} is not a duration like 30s or 1m`);
+    const problem = durationRangeProblem(ms, range);
+    return problem === null ? ms : fail(field, `${JSON.stringify(v)} ${problem}`);
   };
   const sub = (v: unknown, field: string): Obj => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Obj) : fail(field, 'must be a mapping'));
 
@@ -96,13 +112,13 @@ export function loadAgentConfig(file: string): AgentFileConfig {
     const s = sub(o[section], section);
     for (const [k, v] of Object.entries(s)) {
       if (k === 'masqueradeAll') out.masqueradeAll = typeof v === 'boolean' ? v : fail(`${section}.masqueradeAll`, 'must be true or false');
-      else if (k === 'syncPeriod') out.syncPeriodMs = dur(v, `${section}.syncPeriod`);
-      else if (k === 'minSyncPeriod') out.minSyncPeriodMs = dur(v, `${section}.minSyncPeriod`);
+      else if (k === 'syncPeriod') out.syncPeriodMs = dur(v, `${section}.syncPeriod`, SYNC_PERIOD_RANGE);
+      else if (k === 'minSyncPeriod') out.minSyncPeriodMs = dur(v, `${section}.minSyncPeriod`, MIN_SYNC_PERIOD_RANGE);
       else if (k === 'masqueradeBit' || k === 'localhostNodePorts') continue; // kube-proxy fields with Rudder's fixed defaults
       else fail(`${section}.${k}`, 'is not a field Rudder understands');
     }
   }
-  if (o['syncPeriod'] !== undefined) out.syncPeriodMs = dur(o['syncPeriod'], 'syncPeriod');
-  if (o['minSyncPeriod'] !== undefined) out.minSyncPeriodMs = dur(o['minSyncPeriod'], 'minSyncPeriod');
+  if (o['syncPeriod'] !== undefined) out.syncPeriodMs = dur(o['syncPeriod'], 'syncPeriod', SYNC_PERIOD_RANGE);
+  if (o['minSyncPeriod'] !== undefined) out.minSyncPeriodMs = dur(o['minSyncPeriod'], 'minSyncPeriod', MIN_SYNC_PERIOD_RANGE);
   return out;
 }

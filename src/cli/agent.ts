@@ -19,7 +19,7 @@ import { ServiceHealthServers } from '../observe/service-health.js';
 import { kernelDifferences, localBackendsOf, packetQuery, type KernelAnswer } from './trace.js';
 import { classifySource } from '../model/frontends.js';
 import { Tracker } from '../sync/tracker.js';
-import { loadAgentConfig, parseDuration, type AgentFileConfig } from './agent-config.js';
+import { durationRangeProblem, loadAgentConfig, MIN_SYNC_PERIOD_RANGE, parseDuration, SYNC_PERIOD_RANGE, type AgentFileConfig } from './agent-config.js';
 import { UsageError, flagAll, flagBool, flagOne, type FlagSpecs, type Parsed } from './args.js';
 import { PROXY_FLAGS, configFlags, proxyConfig, type ConfigFlags } from './config.js';
 import { EBPF_FLAGS, ebpfOptions } from './ebpf-flags.js';
@@ -63,11 +63,13 @@ export interface AgentSettings {
 
 const LEVELS: readonly Level[] = ['debug', 'info', 'warn', 'error'];
 
-function duration(p: Parsed, flag: string, fromFile: number | undefined, dflt: number): number {
+function duration(p: Parsed, flag: string, fromFile: number | undefined, dflt: number, range: { min: number; max: number }): number {
   const v = flagOne(p, flag);
   if (v === undefined) return fromFile ?? dflt;
   const ms = parseDuration(v);
   if (ms === null) throw new UsageError(`--${flag}: ${JSON.stringify(v)} is not a duration like 30s or 500ms`);
+  const problem = durationRangeProblem(ms, range);
+  if (problem !== null) throw new UsageError(`--${flag}: ${JSON.stringify(v)} ${problem}`);
   return ms;
 }
 
@@ -107,8 +109,8 @@ export function agentSettings(p: Parsed): AgentSettings {
     inCluster,
     healthz: flagOne(p, 'healthz-bind-address') ?? file.healthzBindAddress ?? '127.0.0.1:10256',
     metrics: flagOne(p, 'metrics-bind-address') ?? file.metricsBindAddress ?? '127.0.0.1:10249',
-    syncPeriodMs: duration(p, 'sync-period', file.syncPeriodMs, 30_000),
-    minSyncPeriodMs: duration(p, 'min-sync-period', file.minSyncPeriodMs, 1_000),
+    syncPeriodMs: duration(p, 'sync-period', file.syncPeriodMs, 30_000, SYNC_PERIOD_RANGE),
+    minSyncPeriodMs: duration(p, 'min-sync-period', file.minSyncPeriodMs, 1_000, MIN_SYNC_PERIOD_RANGE),
     logLevel: oneOf(p, 'log-level', LEVELS),
     logJSON: oneOf(p, 'log-format', ['text', 'json'] as const) === undefined ? undefined : flagOne(p, 'log-format') === 'json',
     ebpf: ebpfOptions(p),

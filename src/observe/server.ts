@@ -5,18 +5,19 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { ProxyHealth } from './health.js';
 import type { Metrics } from './metrics.js';
+import { listenOn } from './listen.js';
 
 export class BindAddressError extends Error {
   readonly code = 'EBINDADDR';
 }
 
-/** Parses "host:port", "[v6]:port" or ":port" (all interfaces). */
+/** Parses "host:port", "[v6]:port" or ":port" (all interfaces, both families: host ""). */
 export function parseBindAddress(s: string, flag: string): { host: string; port: number } {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(s);
   const port = m ? Number(m[3]) : NaN;
   if (!m || port > 65535) throw new BindAddressError(`${flag}: ${JSON.stringify(s)} is not host:port`);
   const host = m[1] ?? m[2] ?? '';
-  return { host: host === '' ? '0.0.0.0' : host, port };
+  return { host, port };
 }
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<void> | void;
@@ -34,10 +35,7 @@ function serve(host: string, port: number, routes: Record<string, Handler>): Pro
       res.end(`${e.message}\n`);
     });
   });
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => resolve(server));
-  });
+  return listenOn(server, port, host).then(() => server);
 }
 
 export interface AdminOptions {

@@ -6,6 +6,7 @@
 import { createServer, type Server } from 'node:http';
 import { beforeAfter, type Change, type ServicePort } from '../model/types.js';
 import type { Logger } from './log.js';
+import { listenOn } from './listen.js';
 
 interface PortState {
   namespace: string;
@@ -83,13 +84,11 @@ export class ServiceHealthServers {
       }).end(JSON.stringify({ service: { namespace: st.namespace, name: st.name }, localEndpoints: n, serviceProxyHealthy: healthy }));
     };
     const addrs = this.o.addresses();
-    for (const host of addrs.length > 0 ? addrs : ['0.0.0.0']) {
+    // Without NodePort addresses: every address of both families, as kube-proxy's ":port".
+    for (const host of addrs.length > 0 ? addrs : ['']) {
       const server = createServer(handler);
       try {
-        await new Promise<void>((resolve, reject) => {
-          server.once('error', reject);
-          server.listen(port, host, () => resolve());
-        });
+        await listenOn(server, port, host);
         st.servers.push(server);
       } catch (e) {
         this.o.logger.error('cannot serve a health check node port', { port, host, service: `${st.namespace}/${st.name}`, error: e as Error });

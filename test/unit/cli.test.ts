@@ -54,6 +54,16 @@ test('a malformed manifest exits 3 naming the file, the document and the field',
     const bad = rudder('agent', '--config', cfg, '-f', EXAMPLE);
     assert.equal(bad.code, 3);
     assert.match(bad.stderr, /config\.yaml: iptables\.syncPeriod: "soon" is not a duration/);
+    writeFileSync(cfg, 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\niptables:\n  syncPeriod: 0s\n');
+    const zero = rudder('agent', '--config', cfg, '-f', EXAMPLE);
+    assert.equal(zero.code, 3);
+    assert.match(zero.stderr, /config\.yaml: iptables\.syncPeriod: "0s" must be greater than 0/);
+    for (const [flag, v, want] of [['--sync-period', '0s', /--sync-period: "0s" must be greater than 0/], ['--sync-period', '1000h', /--sync-period: "1000h" must be at most 24h/], ['--min-sync-period', '25h', /--min-sync-period: "25h" must be at most 24h/]] as const) {
+      const u = rudder('agent', flag, v, '-f', EXAMPLE);
+      assert.equal(u.code, 2, `${flag} ${v}: ${u.stderr}`);
+      assert.match(u.stderr, want);
+      assertNoStack(u.stderr);
+    }
     for (const x of [r, missing, bad]) assertNoStack(x.stderr);
   } finally {
     rmSync(dir, { recursive: true, force: true });

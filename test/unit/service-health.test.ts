@@ -4,6 +4,9 @@ import { build } from '../../src/model/build.js';
 import { diff } from '../../src/model/diff.js';
 import { memoryLogger } from '../../src/observe/log.js';
 import { ServiceHealthServers } from '../../src/observe/service-health.js';
+import { startAdmin } from '../../src/observe/server.js';
+import { ProxyHealth } from '../../src/observe/health.js';
+import { Metrics } from '../../src/observe/metrics.js';
 import { config, service, slice, snapshotOf } from '../support/fixtures.js';
 
 test('health check node ports answer 200 with the local endpoint count, 503 without, and close with the service', async () => {
@@ -38,5 +41,29 @@ test('health check node ports answer 200 with the local endpoint count, 503 with
     await assert.rejects(get(), 'the port closes with the service');
   } finally {
     await servers.close();
+  }
+});
+
+test('a wildcard address serves both families, as kube-proxy\'s ":port" does: health check node ports and --healthz-bind-address :PORT', async () => {
+  const port = 40000 + Math.floor(Math.random() * 9000);
+  const servers = new ServiceHealthServers({ addresses: () => [], proxyHealthy: () => true, logger: memoryLogger() });
+  const objs = [
+    service('shop', { type: 'LoadBalancer', spec: { externalTrafficPolicy: 'Local', healthCheckNodePort: port }, ports: [{ name: 'http', port: 80, nodePort: 30081 }] }),
+    slice('shop-1', 'shop', [{ ip: '10.244.1.2', node: 'node-1' }]),
+  ];
+  const health = new ProxyHealth(60_000);
+  health.updated();
+  const admin = await startAdmin({ healthz: ':0', metrics: '', nodeName: 'node-1', health, registry: new Metrics({ defaultMetrics: false }).registry, programmed: async () => ({}), table: () => ({}) });
+  try {
+    await servers.update(diff(new Map(), build(snapshotOf(objs), config())));
+    for (const host of ['127.0.0.1', '[::1]']) {
+      const r = await fetch(`http://${host}:${port}/`);
+      assert.equal(r.status, 200, `health check node port on ${host}`);
+      const h = await fetch(`http://${host}:${admin.healthzPort}/healthz`);
+      assert.equal(h.status, 200, `/healthz on ${host}`);
+    }
+  } finally {
+    await servers.close();
+    await admin.close();
   }
 });

@@ -106,8 +106,15 @@ export function programmedFrontends(text: string): ProgrammedFrontend[] {
     if (depth < 3) for (const g of gotos) for (const b of chainBackends(g, depth + 1)) out.add(b);
     return [...out].sort();
   };
+  // Pick maps indexed once by key: looking each frontend up in the whole list was O(n²).
+  const picks = new Map<string, Map<string, Json>>();
+  const pickOf = (pickMap: string, key: string): Json => {
+    let m = picks.get(pickMap);
+    if (m === undefined) picks.set(pickMap, (m = new Map(pairs(pickMap).map(([k, v]) => [k.key, v]))));
+    return m.get(key);
+  };
   const backends = (pickMap: string, key: string): string[] => {
-    const target = pairs(pickMap).find(([k]) => k.key === key)?.[1];
+    const target = pickOf(pickMap, key);
     const chain = gotoTarget(target);
     if (chain === undefined) return [];
     const pick = /^(ip|np)-(c?)pick-(\d+)$/.exec(chain);

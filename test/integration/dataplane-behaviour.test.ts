@@ -198,6 +198,24 @@ for (const dataplane of DATAPLANES_UNDER_TEST) {
       }
     }));
 
+    it('7b. right after hairpin traffic (a pod reaching itself through its service), a service without endpoints is still refused at once', withEvidence('test 7b', async () => {
+      // pod-2a is remote's only endpoint. Hairpinned packets leave node-2 by the interface they
+      // came in on, so the node answers them with ICMP redirects, which use up the per-host ICMP
+      // budget: a refusal by ICMP port unreachable would then be dropped and the client would wait
+      // for a SYN retransmit (1 s). TCP is refused with a reset, which no budget holds back.
+      for (let i = 0; i < 20; i++) {
+        const h = await L().curl('pod-2a', 'http://10.96.1.6/', { timeoutMs: 3000 });
+        assert.ok(h.ok, `pod-2a -> 10.96.1.6 (itself): ${describeResult(h)}`);
+      }
+      for (let i = 0; i < 8; i++) {
+        const t0 = Date.now();
+        const r = await L().curl('pod-2a', 'http://10.96.1.7/', { timeoutMs: 3000 });
+        const ms = Date.now() - t0;
+        assert.ok(!r.ok && r.kind === 'refused', `pod-2a -> 10.96.1.7 after hairpin traffic: expected refused, got ${describeResult(r)} after ${ms} ms`);
+        assert.ok(ms < 500, `pod-2a -> 10.96.1.7 after hairpin traffic: refused after ${ms} ms, expected < 500 ms`);
+      }
+    }));
+
     it('8. iTP=Local: node-1 pods reach only node-1 endpoints; with no endpoint on node-1 they get no answer (dropped)', withEvidence('test 8', async () => {
       const rs = replies(await probeMany(10, 5, () => L().curl('pod-1b', 'http://10.96.1.8/', { timeoutMs: OK_TIMEOUT_MS })), 'pod-1b -> 10.96.1.8');
       onlyFrom(rs, ['pod-1a'], 'pod-1b -> 10.96.1.8 (iTP=Local)');

@@ -124,6 +124,7 @@ export class NftSim {
     if (/^meta mark set meta mark \| \S+$/.test(r)) { c.mark = true; return null; }
     if (/^meta mark set meta mark \^ \S+$/.test(r)) { c.mark = !c.mark; return null; }
     if (r === 'masquerade fully-random') { c.masq = true; return { verdict: 'return', dnat: null }; }
+    if (r === 'reject with tcp reset') return { verdict: 'reject', dnat: null };
     if (/^(jump|goto) \S+$/.test(r) || ['drop', 'reject', 'return'].includes(r)) return this.verdictOf(r, c, depth);
     throw new Error(`the simulator does not know the rule ${JSON.stringify(rule)} (at ${JSON.stringify(r)})`);
   }

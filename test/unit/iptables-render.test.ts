@@ -201,10 +201,15 @@ test('same rules as kube-proxy TestOverallIPTablesRules, modulo the documented d
     .map((l) => l.replace(' -m nfacct --nfacct-name ct_state_invalid_dropped_pkts', ''))
     // 3. iptables 1.8.9 supports --random-fully, which kube-proxy's fake iptables does not claim.
     .map((l) => (l.endsWith('-j MASQUERADE') ? l + ' --random-fully' : l))
+    // 4. TCP is refused with a reset, not ICMP (which the kernel rate-limits per host).
+    .map((l) => (l.endsWith('-m tcp -p tcp -d 172.30.0.46 --dport 80 -j REJECT') ? l + ' --reject-with tcp-reset' : l))
     .join('\n');
   const want = tablesOf(expected);
-  // 4. Traffic to a ClusterIP on a port no service uses is rejected, as kube-proxy's nftables mode does.
-  for (let i = 41; i <= 46; i++) want['filter']!.push(`-A KUBE-SERVICES -m comment --comment "reject traffic to unknown ports of ClusterIPs" -d 172.30.0.${i} -j REJECT`);
+  // 5. Traffic to a ClusterIP on a port no service uses is rejected, as kube-proxy's nftables mode does.
+  for (let i = 41; i <= 46; i++) {
+    want['filter']!.push(`-A KUBE-SERVICES -m comment --comment "reject traffic to unknown ports of ClusterIPs" -d 172.30.0.${i} -p tcp -j REJECT --reject-with tcp-reset`);
+    want['filter']!.push(`-A KUBE-SERVICES -m comment --comment "reject traffic to unknown ports of ClusterIPs" -d 172.30.0.${i} -j REJECT`);
+  }
   want['filter']!.sort();
   assert.deepEqual(tablesOf(renderText(ports)), want);
 });

@@ -12,7 +12,7 @@ import type { BackendTools, ExecFn, IptablesBackend } from './backend.js';
 import { JUMP_RULES, KUBE_SERVICES, isServiceChainName } from './chains.js';
 import { planCleanup } from './cleanup.js';
 import { clearStaleConntrack } from '../conntrack.js';
-import { clusterIPRejectArgs, ownedChains, render, renderConfig, renderOwnChains, renderServicePort, sameRules, topLevelRules } from './render.js';
+import { clusterIPRejectRules, ownedChains, render, renderConfig, renderOwnChains, renderServicePort, sameRules, topLevelRules } from './render.js';
 import type { RenderConfig } from './render.js';
 import { hasJump, parseSave, programmedFrontends } from './save.js';
 import type { SavedTable } from './save.js';
@@ -192,8 +192,8 @@ export class FamilyTables {
     }
     for (const [ip, d] of refDelta) {
       const was = this.clusterIPRefs.get(ip) ?? 0;
-      if (was === 0 && was + d > 0) tx.append('filter', KUBE_SERVICES, ...clusterIPRejectArgs(ip));
-      if (was > 0 && was + d === 0) tx.deleteRule('filter', KUBE_SERVICES, clusterIPRejectArgs(ip));
+      if (was === 0 && was + d > 0) for (const r of clusterIPRejectRules(ip)) tx.append('filter', KUBE_SERVICES, ...r);
+      if (was > 0 && was + d === 0) for (const r of clusterIPRejectRules(ip)) tx.deleteRule('filter', KUBE_SERVICES, r);
     }
     // After the rules that jump to them are gone (tail order: -D lines first, then -X).
     for (const c of [...new Set(stale)].sort()) tx.deleteChain('nat', c);

@@ -106,9 +106,17 @@ function writeEndpointDispatch(tx: Transaction, sp: ServicePort, c: PortChains, 
   });
 }
 
+/**
+ * TCP is refused with a reset, everything else with ICMP port unreachable: the kernel
+ * rate-limits the ICMP errors it sends per host, and a pod that just sent hairpin traffic
+ * (answered with ICMP redirects) would lose its refusal and wait for a SYN retransmit.
+ */
+const REJECT_TCP = ['REJECT', '--reject-with', 'tcp-reset'];
+
 /** The filter rule of a frontend whose path forwards nobody: REJECT without endpoints, DROP without local ones. */
-function filterOf(verdict: PathVerdict, name: string): { target: string; comment: string } {
-  return verdict === 'reject' ? { target: 'REJECT', comment: `${name} has no endpoints` } : { target: 'DROP', comment: `${name} has no local endpoints` };
+function filterOf(verdict: PathVerdict, name: string, proto: string): { target: string[]; comment: string } {
+  if (verdict !== 'reject') return { target: ['DROP'], comment: `${name} has no local endpoints` };
+  return { target: proto === 'tcp' ? REJECT_TCP : ['REJECT'], comment: `${name} has no endpoints` };
 }
 
 /**
@@ -138,8 +146,8 @@ export function renderServicePort(tx: Transaction, own: Transaction, sp: Service
   const lbRecords = records.filter((r) => r.kind === 'loadBalancerIP');
   const firewalled = lbRecords.find((r) => r.sourceRanges.length > 0);
   const lbChain = firewalled !== undefined ? c.fw : c.ext;
-  const internalFilter = filterOf(inner.verdict, name);
-  const externalFilter = filterOf(outer.verdict, name);
+  const internalFilter = filterOf(inner.verdict, name, proto);
+  const externalFilter = filterOf(outer.verdict, name, proto);
   const pp = ['-m', proto, '-p', proto];
   const port = String(sp.port);
 
@@ -147,13 +155,13 @@ export function renderServicePort(tx: Transaction, own: Transaction, sp: Service
   if (hasInternal) {
     tx.append('nat', KUBE_SERVICES, '-m', 'comment', '--comment', `${name} cluster IP`, ...pp, '-d', sp.clusterIP, '--dport', port, '-j', chainOf(inner.set));
   } else {
-    tx.append('filter', KUBE_SERVICES, '-m', 'comment', '--comment', internalFilter.comment, ...pp, '-d', sp.clusterIP, '--dport', port, '-j', internalFilter.target);
+    tx.append('filter', KUBE_SERVICES, '-m', 'comment', '--comment', internalFilter.comment, ...pp, '-d', sp.clusterIP, '--dport', port, '-j', ...internalFilter.target);
   }
   // External IPs.
   for (const r of records) {
     if (r.kind !== 'externalIP') continue;
     if (usesExtChain) tx.append('nat', KUBE_SERVICES, '-m', 'comment', '--comment', `${name} external IP`, ...pp, '-d', r.ip, '--dport', port, '-j', c.ext);
-    if (!hasExternal) tx.append('filter', KUBE_EXTERNAL_SERVICES, '-m', 'comment', '--comment', externalFilter.comment, ...pp, '-d', r.ip, '--dport', port, '-j', externalFilter.target);
+    if (!hasExternal) tx.append('filter', KUBE_EXTERNAL_SERVICES, '-m', 'comment', '--comment', externalFilter.comment, ...pp, '-d', r.ip, '--dport', port, '-j', ...externalFilter.target);
   }
   // LoadBalancer ingress IPs.
   for (const r of lbRecords) {
@@ -164,7 +172,7 @@ export function renderServicePort(tx: Transaction, own: Transaction, sp: Service
   }
   if (!hasExternal) {
     for (const r of lbRecords) {
-      tx.append('filter', KUBE_EXTERNAL_SERVICES, '-m', 'comment', '--comment', externalFilter.comment, ...pp, '-d', r.ip, '--dport', port, '-j', externalFilter.target);
+      tx.append('filter', KUBE_EXTERNAL_SERVICES, '-m', 'comment', '--comment', externalFilter.comment, ...pp, '-d', r.ip, '--dport', port, '-j', ...externalFilter.target);
     }
   }
   // NodePort (not subject to loadBalancerSourceRanges, as in kube-proxy).
@@ -172,7 +180,7 @@ export function renderServicePort(tx: Transaction, own: Transaction, sp: Service
     const np = String(sp.nodePort);
     if (usesExtChain) tx.append('nat', KUBE_NODEPORTS, '-m', 'comment', '--comment', name, ...pp, '--dport', np, '-j', c.ext);
     if (!hasExternal) {
-      tx.append('filter', KUBE_EXTERNAL_SERVICES, '-m', 'comment', '--comment', externalFilter.comment, '-m', 'addrtype', '--dst-type', 'LOCAL', ...pp, '--dport', np, '-j', externalFilter.target);
+      tx.append('filter', KUBE_EXTERNAL_SERVICES, '-m', 'comment', '--comment', externalFilter.comment, '-m', 'addrtype', '--dst-type', 'LOCAL', ...pp, '--dport', np, '-j', ...externalFilter.target);
     }
   }
   // Health check node port: accepted whether or not there are local endpoints.
@@ -306,7 +314,7 @@ export function render(input: RenderInput, cfg: RenderConfig): Rendered {
     owned.set(sp.id, renderServicePort(tx, input.write === null || input.write.has(sp.id) ? tx : DISCARD, sp, cfg));
     clusterIPs.add(sp.clusterIP);
   }
-  for (const ip of clusterIPs) tx.append('filter', KUBE_SERVICES, ...clusterIPRejectArgs(ip));
+  for (const ip of clusterIPs) for (const r of clusterIPRejectRules(ip)) tx.append('filter', KUBE_SERVICES, ...r);
 
   for (const chain of input.staleChains ?? []) tx.deleteChain('nat', chain);
 
@@ -332,8 +340,9 @@ export function render(input: RenderInput, cfg: RenderConfig): Rendered {
  * left to time out. These rules stay at the end of filter KUBE-SERVICES, after every port's own
  * REJECT/DROP rule.
  */
-export function clusterIPRejectArgs(ip: string): string[] {
-  return ['-m', 'comment', '--comment', 'reject traffic to unknown ports of ClusterIPs', '-d', ip, '-j', 'REJECT'];
+export function clusterIPRejectRules(ip: string): string[][] {
+  const c = ['-m', 'comment', '--comment', 'reject traffic to unknown ports of ClusterIPs', '-d', ip];
+  return [[...c, '-p', 'tcp', '-j', ...REJECT_TCP], [...c, '-j', 'REJECT']];
 }
 
 /** One rule a port contributes to a top-level chain. */

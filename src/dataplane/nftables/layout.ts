@@ -270,12 +270,14 @@ export function fixedObjects(c: NftConfig): ObjectDef[] {
       `meta mark set meta mark ^ ${c.masqueradeMark}`,
       'masquerade fully-random',
     ]),
-    chain(REJECT_CHAIN, ['reject']),
+    // TCP is refused with a reset: the kernel rate-limits the ICMP a plain reject sends per host,
+    // and a pod that just sent hairpin traffic (answered with ICMP redirects) would lose it.
+    chain(REJECT_CHAIN, ['meta l4proto tcp reject with tcp reset', 'reject']),
     chain(FIREWALL_CHECK, [`${ipKey} @${FIREWALL_IPS} ${ipKey} . ${fam} saddr != @${FIREWALL_ALLOW} drop`]),
     chain(SERVICE_ENDPOINTS_CHECK, [`${ipKey} vmap @${NO_ENDPOINT_SERVICES}`]),
     chain(NODEPORT_ENDPOINTS_CHECK, withNodePorts ? [`${onNodePortAddress} ${npKey} vmap @${NO_ENDPOINT_NODEPORTS}`] : []),
     // What reaches a ClusterIP un-NATed is a port no service uses: rejected, not left to time out.
-    chain(CLUSTER_IPS_CHECK, [`${fam} daddr @${CLUSTER_IPS} reject`]),
+    chain(CLUSTER_IPS_CHECK, [`${fam} daddr @${CLUSTER_IPS} goto ${REJECT_CHAIN}`]),
     chain(CLASS_CHAINS.ipInternal, internal),
     chain(CLASS_CHAINS.ipExternal, [`jump ${MARK_MASQ}`, `${ipKey} vmap @${IP_PICK}`]),
     chain(CLASS_CHAINS.ipExternalLocal, externalLocal(ipKey, IP_PICK, IP_CLUSTER_PICK)),

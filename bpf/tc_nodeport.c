@@ -613,10 +613,12 @@ static __noinline int rd_snat_reserve(struct rd_ct_key *ck, const struct rd_ct_v
 }
 
 /* The first packet of a flow to a frontend: verdict, backend, NAT and both CT entries; the
- * packet's new tuple in `out` when the answer is RD_TRANSLATE. */
-static __noinline int rd_new_flow(struct __sk_buff *skb, struct rd_pkt *p, const struct rd_config *cfg, struct rd_tuple *out)
+ * packet's new tuple in `out` when the answer is RD_TRANSLATE. `from_pod`: a local pod's own
+ * connection (socket LB limited to the host namespace), which takes the pods' path (SCOPE_INT)
+ * and is masqueraded only when it reaches itself. */
+static __noinline int rd_new_flow(struct __sk_buff *skb, struct rd_pkt *p, const struct rd_config *cfg, struct rd_tuple *out, bool from_pod)
 {
-	struct rd_svc_key key = { .addr = p->daddr, .port = p->dport, .proto = p->proto, .scope = RD_SCOPE_EXT };
+	struct rd_svc_key key = { .addr = p->daddr, .port = p->dport, .proto = p->proto, .scope = from_pod ? RD_SCOPE_INT : RD_SCOPE_EXT };
 	const struct rd_svc_val *master;
 	const struct rd_backend *be;
 	struct rd_ct_key ck = {};
@@ -629,8 +631,20 @@ static __noinline int rd_new_flow(struct __sk_buff *skb, struct rd_pkt *p, const
 	bool snat;
 
 	master = bpf_map_lookup_elem(&rd_services, &key);
-	if (master) {
+	if (master && from_pod) {
+		flags = master->flags & ~RD_F_MASQ;
+	} else if (master) {
 		flags = master->flags;
+	} else if (from_pod) {
+		/* A ClusterIP on a port no service uses: refused, as socket LB does. */
+		struct rd_svc_key any = { .addr = p->daddr, .scope = RD_SCOPE_INT };
+
+		if (bpf_map_lookup_elem(&rd_services, &any)) {
+			rd_note(RD_TR_NEW_FLOW, RD_TRR_NO_ENDPOINTS);
+			return RD_REFUSE;
+		}
+		rd_note(RD_TR_NO_FRONTEND, 0);
+		return TC_ACT_OK;
 	} else {
 		/* No external entry: the external path is the pods' one, masqueraded as off-cluster
 		 * traffic is (kube-proxy: `! -s clusterCIDR -j KUBE-MARK-MASQ`) where the node says so. */
@@ -942,8 +956,9 @@ int rd_from_netdev(struct __sk_buff *skb)
 	}
 	/* Replies of remote backends: only masqueraded flows' come back here, to the node's address
 	 * (the others go from the backend's node to the client), so other packets skip the lookup;
-	 * so does a TCP SYN, never a reply. */
-	if (rd_addr_eq(&p.daddr, p.v4 ? &cfg->node_ip4 : &cfg->node_ip6) && !rd_pure_syn(&p) &&
+	 * so does a TCP SYN, never a reply. With socket LB limited to the host namespace, the
+	 * replies to local pods' own connections come back here too, to the pods. */
+	if ((rd_knobs.host_ns_only || rd_addr_eq(&p.daddr, p.v4 ? &cfg->node_ip4 : &cfg->node_ip6)) && !rd_pure_syn(&p) &&
 	    rd_end_live(&p.saddr, p.sport, p.proto, RD_END_BACKEND, now)) {
 		r = rd_tracked(skb, &p, RD_CT_REPLY, true);
 		if (r >= 0)
@@ -957,7 +972,7 @@ int rd_from_netdev(struct __sk_buff *skb)
 		rd_note(RD_TR_NO_FRONTEND, 0);
 		return TC_ACT_OK;
 	}
-	r = rd_new_flow(skb, &p, cfg, &t);
+	r = rd_new_flow(skb, &p, cfg, &t, false);
 	if (r == RD_TRANSLATE)
 		return rd_translate(skb, &p, &t, true);
 	if (r == RD_REFUSE)
@@ -967,20 +982,46 @@ int rd_from_netdev(struct __sk_buff *skb)
 
 /* On the interfaces facing this node's pods (ingress: what pods send): replies of local backends
  * get the frontend's address back and go straight out, past netfilter, like every other
- * translated packet. */
+ * translated packet. With socket LB limited to the host namespace (rd_knobs.host_ns_only), the
+ * pods' own connections to frontends are translated here too, as at connect() otherwise. */
 SEC("tc")
 int rd_from_pod(struct __sk_buff *skb)
 {
 	struct rd_pkt p = {};
 	int r = rd_parse(skb, &p);
+	const struct rd_config *cfg;
+	struct rd_tuple t;
+	__u32 zero = 0;
 
 	if (r < 0)
 		return TC_ACT_OK;
-	if (r == RD_PKT_ICMP)
+	if (r == RD_PKT_ICMP) {
 		r = rd_icmp_error(skb, &p, true);
-	else if (rd_reply_end_live(&p))
+		return r >= 0 ? r : TC_ACT_OK;
+	}
+	if (rd_reply_end_live(&p)) {
 		r = rd_tracked(skb, &p, RD_CT_REPLY, true);
-	return r >= 0 ? r : TC_ACT_OK;
+		if (r >= 0)
+			return r;
+	}
+	if (!rd_knobs.host_ns_only)
+		return TC_ACT_OK;
+	if (rd_end_live(&p.daddr, p.dport, p.proto, RD_END_FRONTEND, rd_end_now(rd_ct_now()))) {
+		r = rd_tracked(skb, &p, RD_CT_FWD, true);
+		if (r >= 0)
+			return r;
+	}
+	if (p.proto == IPPROTO_TCP && !rd_pure_syn(&p))
+		return TC_ACT_OK;
+	cfg = bpf_map_lookup_elem(&rd_config_map, &zero);
+	if (!cfg)
+		return TC_ACT_OK;
+	r = rd_new_flow(skb, &p, cfg, &t, true);
+	if (r == RD_TRANSLATE)
+		return rd_translate(skb, &p, &t, true);
+	if (r == RD_REFUSE)
+		return p.v4 ? rd_refuse4(skb, p.proto == IPPROTO_TCP) : rd_refuse6(skb, p.proto == IPPROTO_TCP);
+	return r;
 }
 
 SEC("tc")

@@ -217,6 +217,7 @@ export async function runAgent(s: AgentSettings, logger: Logger = createLogger({
   log.info('stopping; the programmed rules stay in place', { signal });
   runner.stop();
   addressWatch.close();
+  dataplane.close?.();
   await source.stop();
   await admin.close();
   await serviceHealth.close();

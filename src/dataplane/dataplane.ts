@@ -75,6 +75,8 @@ export interface DataPlane {
   counters?(): Promise<DataPlaneCounters>;
   /** Removes everything this data plane ever created in the current network namespace. */
   cleanup(): Promise<void>;
+  /** Stops the plane's own timers and watchers at shutdown; what it programmed stays in the kernel. */
+  close?(): void;
 }
 
 /** A data plane failed to program the kernel. `code` is stable for metrics and alerts. */

@@ -137,6 +137,14 @@ const spawnMonitor = (argv: readonly string[]): MonitorProcess =>
  * go to `onError`, and a monitor that exits is restarted.
  */
 export function watchLocalAddresses(onChange: (addresses: string[]) => void, opts: WatchOptions = {}): { close(): void } {
+  return watchIp('address', readLocalAddresses, (a) => a, onChange, opts);
+}
+
+/**
+ * The same for `what` in general: `ip -o monitor <what>` says when to `read` again; `key` tells
+ * whether what was read changed.
+ */
+export function watchIp<T>(what: 'address' | 'route', readState: (exec: ExecFn) => Promise<T[]>, key: (t: T) => string, onChange: (state: T[]) => void, opts: WatchOptions = {}): { close(): void } {
   const exec = opts.exec ?? defaultExec;
   const spawn = opts.spawn ?? spawnMonitor;
   const debounceMs = opts.debounceMs ?? 250;
@@ -158,11 +166,11 @@ export function watchLocalAddresses(onChange: (addresses: string[]) => void, opt
       do {
         again = false;
         try {
-          const addrs = await readLocalAddresses(exec);
-          const key = addrs.join(',');
-          if (!closed && key !== last) {
-            last = key;
-            onChange(addrs);
+          const state = await readState(exec);
+          const k = state.map(key).join(',');
+          if (!closed && k !== last) {
+            last = k;
+            onChange(state);
           }
         } catch (e) {
           if (!closed) onError(e as Error);
@@ -183,9 +191,9 @@ export function watchLocalAddresses(onChange: (addresses: string[]) => void, opt
     if (closed) return;
     let c: MonitorProcess;
     try {
-      c = spawn(['ip', '-o', 'monitor', 'address']);
+      c = spawn(['ip', '-o', 'monitor', what]);
     } catch (e) {
-      onError(new LocalAddressError(`ip -o monitor address could not run: ${(e as Error).message}`));
+      onError(new LocalAddressError(`ip -o monitor ${what} could not run: ${(e as Error).message}`));
       restart = setTimeout(start, restartMs);
       return;
     }
@@ -196,7 +204,7 @@ export function watchLocalAddresses(onChange: (addresses: string[]) => void, opt
       if (ended) return;
       ended = true;
       if (closed) return;
-      onError(new LocalAddressError(`ip -o monitor address ${why}; restarting`));
+      onError(new LocalAddressError(`ip -o monitor ${what} ${why}; restarting`));
       // Changes made while no monitor ran would go unseen: read again once it is back.
       restart = setTimeout(() => { start(); poke(); }, restartMs);
     };

@@ -57,3 +57,20 @@ export async function readDirectRoutes(exec: ExecFn = defaultExec): Promise<Dire
   }
   return out;
 }
+
+/**
+ * The interfaces of the direct routes that lie inside `cidrs` (the cluster's pod CIDRs): every
+ * local pod's interface, endpoint or not (a /32 per veth, or the bridge's subnet), without
+ * `exclude`, sorted.
+ */
+export function devicesWithin(routes: readonly DirectRoute[], cidrs: readonly string[], exclude: readonly string[] = []): string[] {
+  const pods = cidrs.map((c) => parseCIDR(c)).filter((c) => c !== null);
+  const out = new Set<string>();
+  for (const r of routes) {
+    const c = parseCIDR(r.dst.includes('/') ? r.dst : `${r.dst}/${r.dst.includes(':') ? 128 : 32}`);
+    if (c === null || exclude.includes(r.dev)) continue;
+    const first = parseIP(r.dst.split('/')[0]!);
+    if (first !== null && pods.some((p) => p.family === c.family && c.prefix >= p.prefix && cidrContains(p, first))) out.add(r.dev);
+  }
+  return [...out].sort();
+}

@@ -23,7 +23,10 @@ import {
   type Sample,
 } from './fixtures/behaviour.js';
 
-const DATAPLANES_UNDER_TEST: string[] = (process.env['RUDDER_TEST_DATAPLANES'] ?? 'iptables,nftables,ebpf')
+// ebpf-hostns: the ebpf plane with --socket-lb-host-namespace-only, so the pods' own connections
+// take the per-packet path (rd_from_pod) instead of socket LB; a client sees what the netfilter
+// planes give it there (a drop, a masqueraded hairpin), not socket LB's early answers.
+const DATAPLANES_UNDER_TEST: string[] = (process.env['RUDDER_TEST_DATAPLANES'] ?? 'iptables,nftables,ebpf,ebpf-hostns')
   .split(',').map((s) => s.trim()).filter((s) => s !== '');
 
 const skip = process.getuid?.() !== 0 ? 'needs root (builds network namespaces)' : false;
@@ -43,6 +46,7 @@ function assertNotServed(dataplane: string, r: ProbeResult, what: string): void 
 
 for (const dataplane of DATAPLANES_UNDER_TEST) {
   describe(`service behaviour over real connections: ${dataplane}`, { skip }, () => {
+    const plane = dataplane === 'ebpf-hostns' ? 'ebpf' : dataplane;
     let lab: Lab | undefined;
     const agents: LabAgent[] = [];
     let dir = '';
@@ -60,7 +64,7 @@ for (const dataplane of DATAPLANES_UNDER_TEST) {
         } catch (e) {
           let where = '';
           try {
-            where = lab === undefined ? '(no lab)' : await collectEvidence(lab, agents, dataplane, manifest, label);
+            where = lab === undefined ? '(no lab)' : await collectEvidence(lab, agents, plane, manifest, label);
           } catch (e2) {
             where = `(evidence collection failed: ${String(e2)})`;
           }
@@ -80,7 +84,7 @@ for (const dataplane of DATAPLANES_UNDER_TEST) {
         lab = await Lab.create(topo, { logger: memoryLogger() });
         await lab.startServers();
         const started = await Promise.all(topo.nodes.map((n) =>
-          startAgent(L(), n.name, { dataplane, manifests: [manifest], clusterCIDR: topo.clusterCIDR })));
+          startAgent(L(), n.name, { dataplane: plane, manifests: [manifest], clusterCIDR: topo.clusterCIDR, extraArgs: dataplane === 'ebpf-hostns' ? ['--socket-lb-host-namespace-only'] : [] })));
         agents.push(...started);
       } catch (e) {
         // after() also destroys it; doing it here too keeps a failed start from leaving anything.

@@ -3,7 +3,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { devicesFor, parseDirectRoutes } from '../../src/source/pod-devices.js';
+import { devicesFor, devicesWithin, parseDirectRoutes } from '../../src/source/pod-devices.js';
 
 const ROUTES4 = JSON.stringify([
   { dst: 'default', gateway: '198.18.0.1', dev: 'eth0', flags: [] },
@@ -32,4 +32,16 @@ test('a local endpoint\'s interface is its longest direct match: a veth per pod,
   assert.deepEqual(devicesFor(['10.244.3.7', '10.244.7.1'], routes, ['eth0']), ['cni0', 'wg0']);
   // Not routed at all, or not an address: no pod interface.
   assert.deepEqual(devicesFor(['192.0.2.1', 'not-an-ip'], routes, ['eth0']), []);
+});
+
+test('every local pod\'s interface: the direct routes inside the cluster CIDRs, a veth per pod or a bridge\'s subnet, never the node\'s own', () => {
+  const routes = [
+    { dst: '10.244.1.10', dev: 'v-pod-1a' }, { dst: '10.244.1.11', dev: 'v-pod-1b' },
+    { dst: '10.244.3.0/24', dev: 'cni0' }, { dst: '10.0.0.0/8', dev: 'eth1' },
+    { dst: '198.18.0.0/24', dev: 'eth0' }, { dst: 'fd00:244::5', dev: 'v-pod-6' }, { dst: '10.244.1.12', dev: 'eth0' },
+  ];
+  assert.deepEqual(devicesWithin(routes, ['10.244.0.0/16'], ['eth0']), ['cni0', 'v-pod-1a', 'v-pod-1b'],
+    'a route wider than the cluster CIDR (10.0.0.0/8) is not a pod\'s; the external interface is left out');
+  assert.deepEqual(devicesWithin(routes, ['10.244.0.0/16', 'fd00:244::/64']), ['cni0', 'eth0', 'v-pod-1a', 'v-pod-1b', 'v-pod-6']);
+  assert.deepEqual(devicesWithin(routes, []), []);
 });

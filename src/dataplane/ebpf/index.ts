@@ -42,7 +42,8 @@ import { BackendCodec, BE_F, BeStatsCodec, CFG_F, flagNames, IPPROTO, SCOPE_EXT,
 import { bpfMap, libbpfAvailable, netnsCookie } from './libbpf.js';
 import { checkMaglevTableSize } from './maglev.js';
 import { dumpRaw, SyncWrites, writeConfig, type MapFds, type MapIO } from './maps.js';
-import { devicesFor, readDirectRoutes } from '../../source/pod-devices.js';
+import { devicesFor, devicesWithin, readDirectRoutes, type DirectRoute } from '../../source/pod-devices.js';
+import { watchIp } from '../../source/local-addresses.js';
 import { attachPodDevices, DEFAULT_MAP_SIZES, DEFAULT_PIN_PATH, loadPerPacket, loadSocketLB, removePins, type MapSizes, type PerPacket, type SocketLB } from './programs.js';
 import type { Knobs } from './codecs.js';
 import { DEFAULT_CT_TIMEOUTS, DEFAULT_SNAT_PORTS, type CtTimeouts } from './defaults.js';
@@ -158,6 +159,7 @@ export class EbpfDataPlane implements DataPlane {
       }
       this.knobs = knobs;
       this.startCtSweep();
+      if (hostNamespaceOnly) this.watchPodRoutes();
       this.logger.info('eBPF per-packet path attached', { devices: devices.join(','), snatPorts: knobs.snatPorts.join('-'), leftOut: knobs.snatSkip.join('-') });
     }
   }
@@ -340,22 +342,51 @@ export class EbpfDataPlane implements DataPlane {
   /** Pod-facing interfaces rd_from_pod is attached to. */
   podDevices: string[] = [];
 
+  /** With socket LB limited to the host namespace: the main table's direct routes, as last read. */
+  private podRoutes: DirectRoute[] | null = null;
+  private routeWatch: { close(): void } | undefined;
+
+  /**
+   * With socket LB limited to the host namespace, rd_from_pod translates the pods' own
+   * connections, so it must sit on every local pod's interface, endpoint or not: the interfaces
+   * routing into the cluster CIDRs, followed as pods come and go (`ip monitor route`).
+   */
+  private watchPodRoutes(): void {
+    if (this.config().clusterCIDRs.length === 0) {
+      this.logger.warn('without --cluster-cidr the pods\' interfaces are not known: with --socket-lb-host-namespace-only, only pods that are local endpoints get their connections to services translated');
+    }
+    this.routeWatch = watchIp('route', readDirectRoutes, (r) => `${r.dst} ${r.dev}`, (routes) => {
+      this.podRoutes = routes;
+      this.followPodDevices(true);
+    }, { debounceMs: 20, onError: (e) => this.logger.warn('following the pods\' interfaces', { error: e }) });
+  }
+
+  close(): void {
+    this.routeWatch?.close();
+    this.routeWatch = undefined;
+    if (this.ctSweep !== undefined) clearInterval(this.ctSweep);
+    this.ctSweep = undefined;
+  }
+
   /**
    * Keeps rd_from_pod on the interfaces local endpoints are routed through, when the set of local
-   * endpoint addresses changed. Runs after the sync, off its path (one `ip route` read), one run
-   * at a time; until it lands, replies of a new local pod reach the client through the stack and
-   * rd_to_netdev, so nothing breaks meanwhile.
+   * endpoint addresses changed (and, with socket LB limited to the host namespace, on every local
+   * pod's interface as routes change: `force`). Runs after the sync, off its path (one `ip route`
+   * read), one run at a time; until it lands, replies of a new local pod reach the client through
+   * the stack and rd_to_netdev, so nothing breaks meanwhile.
    */
-  private followPodDevices(): void {
+  private followPodDevices(force = false): void {
     const pp = this.perPacket;
-    if (pp === undefined || this.state.localIPsVersion === this.podDevicesVersion) return;
+    if (pp === undefined || (!force && this.state.localIPsVersion === this.podDevicesVersion)) return;
     const version = this.state.localIPsVersion;
     this.podDevicesVersion = version;
     this.podDevicesRun = this.podDevicesRun.then(async () => {
       if (this.perPacket !== pp) return;
       try {
-        const devices = devicesFor(this.state.localEndpointIPs(), await readDirectRoutes(), pp.devices);
-        this.podDevices = attachPodDevices(pp, this.pinPath, devices, this.logger);
+        const routes = this.podRoutes ?? await readDirectRoutes();
+        const devices = devicesFor(this.state.localEndpointIPs(), routes, pp.devices);
+        if (this.opts.hostNamespaceOnly === true) devices.push(...devicesWithin(routes, this.config().clusterCIDRs, pp.devices));
+        this.podDevices = attachPodDevices(pp, this.pinPath, [...new Set(devices)].sort(), this.logger);
       } catch (e) {
         // Retried with the next change of local endpoints (or the next start).
         this.podDevicesVersion = -1;
@@ -436,6 +467,7 @@ export class EbpfDataPlane implements DataPlane {
 
   /** Detaches every hook and removes the pinned maps. Idempotent. Throws DataPlaneError ECLEANUP. */
   async cleanup(): Promise<void> {
+    this.close();
     this.stale?.close();
     this.stale = undefined;
     this.tracer?.close();

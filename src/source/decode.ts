@@ -355,6 +355,8 @@ function decodeService(raw: Obj, meta: Meta): DecodeResult {
   return { status: 'ok', object: svc };
 }
 
+export const LAST_CHANGE_TRIGGER_TIME = 'endpoints.kubernetes.io/last-change-trigger-time';
+
 function decodeSlice(raw: Obj, meta: Meta): DecodeResult {
   const key = `EndpointSlice/${meta.namespace}/${meta.name}`;
   const r = new Reader(`EndpointSlice ${meta.namespace}/${meta.name}`);
@@ -402,6 +404,10 @@ function decodeSlice(raw: Obj, meta: Meta): DecodeResult {
   });
 
   const slice: EndpointSlice = { kind: 'EndpointSlice', namespace: meta.namespace, name: meta.name, serviceName, family, ports, endpoints };
+  // When the endpoints controller saw the change that made this version (kube-proxy's start of
+  // network programming latency). Unreadable: no time, as kube-proxy ignores it.
+  const trigger = Date.parse(meta.annotations[LAST_CHANGE_TRIGGER_TIME] ?? '');
+  if (Number.isFinite(trigger)) slice.lastChangeTriggerTime = trigger;
   return { status: 'ok', object: slice };
 }
 

@@ -79,6 +79,8 @@ export interface EndpointSlice extends ObjectRef {
   family: IPFamily;
   ports: EndpointSlicePort[];
   endpoints: Endpoint[];
+  /** endpoints.kubernetes.io/last-change-trigger-time (ms since the epoch), when set and readable. */
+  lastChangeTriggerTime?: number;
 }
 
 export interface Node {

@@ -95,6 +95,12 @@ export class Syncer {
       const res = await dataplane.apply(changes, this.table, { full, addressesChanged });
       metrics?.applyBytes.inc({ dataplane: dataplane.name }, res.bytes);
     } catch (e) {
+      // A failed sync took time too (kube-proxy records every SyncProxyRules).
+      if (metrics !== undefined) {
+        const secs = (this.now() - start) / 1000;
+        metrics.syncDuration.observe(secs);
+        (full ? metrics.syncFullDuration : metrics.syncPartialDuration).observe(secs);
+      }
       // Keep the changes pending (for the latency metric and the health check) until a sync lands.
       tracker.restore(pending);
       this.unapplied = changes;
@@ -121,7 +127,9 @@ export class Syncer {
     m.syncDuration.observe(secs);
     (full ? m.syncFullDuration : m.syncPartialDuration).observe(secs);
     m.lastSyncTimestamp.set(end / 1000);
-    for (const at of pending.firstChangeAt.values()) m.networkProgrammingDuration.observe((end - at) / 1000);
+    // From the endpoints controller's trigger time (wall clock) to programmed, as kube-proxy.
+    const wall = Date.now();
+    for (const t of pending.triggerTimes) m.networkProgrammingDuration.observe(Math.max(0, wall - t) / 1000);
     m.serviceChangesTotal.inc(pending.serviceChanges);
     m.endpointChangesTotal.inc(pending.endpointChanges);
     const counts = this.o.tracker.pendingCounts;

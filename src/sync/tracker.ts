@@ -13,6 +13,12 @@ export interface PendingChanges {
   nodeChanged: boolean;
   /** When each service's oldest pending change arrived (ms, tracker clock). */
   firstChangeAt: Map<string, number>;
+  /**
+   * The last-change-trigger-time of each EndpointSlice version received (ms since the epoch),
+   * those later than the tracker's start only: what kube-proxy's network programming latency is
+   * measured from. The initial list's slices are not changes this proxy made late.
+   */
+  triggerTimes: number[];
   serviceChanges: number;
   endpointChanges: number;
 }
@@ -29,10 +35,15 @@ export class Tracker implements Snapshot {
   private pending: PendingChanges = Tracker.empty();
   private readonly syncedKinds = new Set<ProxyObject['kind']>();
 
-  constructor(private readonly nodeName: string, private readonly now: () => number = Date.now) {}
+  /** When this tracker started (wall clock): trigger times before it are the initial state's. */
+  private readonly startedAt: number;
+
+  constructor(private readonly nodeName: string, private readonly now: () => number = Date.now, wallClock: () => number = Date.now) {
+    this.startedAt = wallClock();
+  }
 
   private static empty(): PendingChanges {
-    return { services: new Set(), nodeChanged: false, firstChangeAt: new Map(), serviceChanges: 0, endpointChanges: 0 };
+    return { services: new Set(), nodeChanged: false, firstChangeAt: new Map(), triggerTimes: [], serviceChanges: 0, endpointChanges: 0 };
   }
 
   /** True once every kind has been listed once: before that a sync would withdraw live services. */
@@ -90,6 +101,7 @@ export class Tracker implements Snapshot {
     this.pending.serviceChanges += p.serviceChanges;
     this.pending.endpointChanges += p.endpointChanges;
     this.pending.nodeChanged ||= p.nodeChanged;
+    this.pending.triggerTimes.push(...p.triggerTimes);
   }
 
   private touch(svc: string, what: 'service' | 'endpoints'): void {
@@ -128,6 +140,7 @@ export class Tracker implements Snapshot {
         if (m === undefined) this.slices.set(owner, (m = new Map()));
         m.set(o.name, o);
         this.touch(owner, 'endpoints');
+        if (o.lastChangeTriggerTime !== undefined && o.lastChangeTriggerTime > this.startedAt) this.pending.triggerTimes.push(o.lastChangeTriggerTime);
         return true;
       }
       case 'Node': {

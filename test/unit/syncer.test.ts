@@ -48,7 +48,50 @@ test('after the first full sync, a change is applied as a partial sync of just t
   assert.match(text, /^kubeproxy_sync_proxy_rules_service_changes_total 20$/m);
   assert.match(text, /^rudder_service_ports 20$/m);
   assert.match(text, /^kubeproxy_sync_partial_proxy_rules_duration_seconds_count 1$/m);
-  assert.match(text, /^kubeproxy_network_programming_duration_seconds_count 21$/m);
+  // No slice carried a last-change-trigger-time: nothing to measure network programming from.
+  assert.match(text, /^kubeproxy_network_programming_duration_seconds_count 0$/m);
+});
+
+test('network programming latency is kube-proxy\'s: from a slice\'s last-change-trigger-time, endpoint changes only, the initial state left out; failed syncs are timed too', async () => {
+  const dp = new FaultyDataPlane(new FakeDataPlane(), 0);
+  // The tracker started a minute ago (wall clock).
+  const tracker = new Tracker('node-1', Date.now, () => Date.now() - 60_000);
+  const metrics = new Metrics({ defaultMetrics: false });
+  const syncer = new Syncer({ tracker, dataplane: dp, config: () => config(), logger: memoryLogger(), metrics, fullSyncIntervalMs: 3_600_000 });
+  const triggered = (at: number, eps: Parameters<typeof slice>[2]) => {
+    const s = slice('a-1', 'a', eps);
+    s.lastChangeTriggerTime = at;
+    return s;
+  };
+  tracker.handle({ type: 'upsert', object: service('a') });
+  tracker.handle({ type: 'upsert', object: triggered(Date.now() - 120_000, [{ ip: '10.244.1.2' }]) });
+  tracker.handle({ type: 'synced', kind: 'Service', keys: ['Service/default/a'] });
+  tracker.handle({ type: 'synced', kind: 'EndpointSlice', keys: ['EndpointSlice/default/a-1'] });
+  await syncer.sync();
+  const count = async (): Promise<number> => Number(/^kubeproxy_network_programming_duration_seconds_count (\d+)$/m.exec(await metrics.registry.metrics())![1]);
+  const sum = async (): Promise<number> => Number(/^kubeproxy_network_programming_duration_seconds_sum (\S+)$/m.exec(await metrics.registry.metrics())![1]);
+  assert.equal(await count(), 0, 'a trigger time from before the proxy started is the initial state');
+
+  tracker.handle({ type: 'upsert', object: triggered(Date.now() - 2_000, [{ ip: '10.244.1.3' }]) });
+  await syncer.sync();
+  assert.equal(await count(), 1);
+  const s = await sum();
+  assert.ok(s >= 2 && s < 3, `measured from the trigger time, 2 s before: ${s}`);
+
+  tracker.handle({ type: 'upsert', object: service('a', { clusterIP: '10.96.0.99' }) });
+  await syncer.sync();
+  assert.equal(await count(), 1, 'a Service change is not an endpoints change');
+
+  // A failed sync is timed, and the trigger time waits for the sync that lands.
+  dp.failRate = 1;
+  tracker.handle({ type: 'upsert', object: triggered(Date.now() - 1_000, [{ ip: '10.244.1.4' }]) });
+  await assert.rejects(syncer.sync());
+  const syncs = (t: string): number => Number(/^kubeproxy_sync_proxy_rules_duration_seconds_count (\d+)$/m.exec(t)![1]);
+  assert.equal(syncs(await metrics.registry.metrics()), 4);
+  assert.equal(await count(), 1);
+  dp.failRate = 0;
+  await syncer.sync();
+  assert.equal(await count(), 2);
 });
 
 test('a failed transaction keeps the previous state, the next sync is full, and the changes are not lost', async () => {

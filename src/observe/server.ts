@@ -80,9 +80,15 @@ export async function startAdmin(o: AdminOptions): Promise<AdminServers> {
     const ok = o.health.state().healthy;
     res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json', 'x-content-type-options': 'nosniff' }).end(o.health.body(o.nodeName));
   };
-  const json = (f: () => unknown): Handler => async (_req, res) => {
-    const body = JSON.stringify(await f(), null, 1);
-    res.writeHead(200, { 'content-type': 'application/json' }).end(body + '\n');
+  // One read-back at a time, shared by every request that arrives while it runs: concurrent
+  // scrapes of a large table cost one copy of it, not one each (which ran the process out of heap).
+  const json = (f: () => unknown): Handler => {
+    let inFlight: Promise<string> | null = null;
+    return async (_req, res) => {
+      inFlight ??= Promise.resolve().then(f).then((v) => JSON.stringify(v, null, 1) + '\n').finally(() => { inFlight = null; });
+      const body = await inFlight;
+      res.writeHead(200, { 'content-type': 'application/json' }).end(body);
+    };
   };
   let healthzPort: number | null = null;
   let metricsPort: number | null = null;

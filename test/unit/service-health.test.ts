@@ -67,3 +67,29 @@ test('a wildcard address serves both families, as kube-proxy\'s ":port" does: he
     await admin.close();
   }
 });
+
+test('/services and /table: requests that arrive while a read-back runs share it (one copy of a large table, not one per scrape)', async () => {
+  let reads = 0;
+  let release: () => void = () => {};
+  const gate = new Promise<void>((r) => { release = r; });
+  const health = new ProxyHealth(60_000);
+  health.updated();
+  const admin = await startAdmin({
+    healthz: '', metrics: '127.0.0.1:0', nodeName: 'node-1', health, registry: new Metrics({ defaultMetrics: false }).registry,
+    programmed: async () => { reads++; await gate; return [{ service: `read ${reads}` }]; },
+    table: () => ({}),
+  });
+  try {
+    const url = `http://127.0.0.1:${admin.metricsPort}/services`;
+    const pending = Array.from({ length: 10 }, () => fetch(url).then((r) => r.json() as Promise<Array<{ service: string }>>));
+    await new Promise((r) => setTimeout(r, 100));
+    release();
+    const bodies = await Promise.all(pending);
+    assert.equal(reads, 1, 'ten concurrent requests, one read-back');
+    assert.ok(bodies.every((b) => b[0]!.service === 'read 1'));
+    const later = await (await fetch(url)).json() as Array<{ service: string }>;
+    assert.equal(later[0]!.service, 'read 2', 'a request after it finished reads the kernel again');
+  } finally {
+    await admin.close();
+  }
+});

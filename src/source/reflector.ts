@@ -157,6 +157,9 @@ export class Reflector {
     this.log = logger.child({ kind: spec.kind });
   }
 
+  /** The next list must be a consistent read (no resourceVersion): the last one expired. */
+  private consistentList = false;
+
   start(): void {
     this.done = this.loop();
   }
@@ -189,6 +192,8 @@ export class Reflector {
       if (expired) {
         this.log.info('resourceVersion expired, relisting', { resourceVersion: this.rv });
         this.rv = '';
+        // The watch cache may be behind what expired: read from etcd this time.
+        this.consistentList = true;
       }
       await this.sleep(this.backoff.take());
     }
@@ -227,11 +232,16 @@ export class Reflector {
     let cont = '';
     let rv = '';
     do {
-      const page = await this.api.getJSON(this.spec.path, this.query({ limit: String(LIST_PAGE_SIZE), ...(cont ? { continue: cont } : {}) }), ctl.signal);
+      // As client-go: the first page at resourceVersion 0 (served from the API server's watch
+      // cache, not etcd: a DaemonSet's rollout must not read every object from etcd), unless the
+      // last resourceVersion expired (then a consistent read); later pages by continue token.
+      const first: Record<string, string> = cont === '' ? (this.consistentList ? {} : { resourceVersion: '0' }) : { continue: cont };
+      const page = await this.api.getJSON(this.spec.path, this.query({ limit: String(LIST_PAGE_SIZE), ...first }), ctl.signal);
       if (!isObj(page) || (page['items'] !== null && page['items'] !== undefined && !Array.isArray(page['items']))) {
         throw new Error(`list of ${this.spec.path} is not a ${this.spec.kind}List`);
       }
-      items.push(...((page['items'] as unknown[] | null | undefined) ?? []));
+      // One at a time: spreading a 200,000-item page into push() overflows the call stack.
+      for (const it of (page['items'] as unknown[] | null | undefined) ?? []) items.push(it);
       const md = metadataOf(page);
       cont = typeof md['continue'] === 'string' ? md['continue'] : '';
       rv = typeof md['resourceVersion'] === 'string' ? md['resourceVersion'] : '';
@@ -250,6 +260,7 @@ export class Reflector {
     }
     this.emit({ type: 'synced', kind: this.spec.kind, keys: [...present] });
     this.rv = rv;
+    this.consistentList = false;
     this.log.debug('listed', { objects: items.length, valid: present.size, resourceVersion: rv });
   }
 
@@ -345,6 +356,12 @@ export class Reflector {
           }
           return finish('error event');
         }
+        if (type !== 'ADDED' && type !== 'MODIFIED' && type !== 'DELETED' && type !== 'BOOKMARK') {
+          // A 200 whose body is JSON but not watch events (a Status, a proxy's own answer): say
+          // so and back off, rather than reconnecting at once, again and again.
+          this.log.warn('watch stream is not watch events, reconnecting', { path: this.spec.path, type: typeof type === 'string' ? type : '(none)', line: line.slice(0, 200) });
+          return finish('not a watch event');
+        }
         events++;
         if (type === 'ADDED' || type === 'MODIFIED') {
           this.consider(obj);
@@ -354,8 +371,6 @@ export class Reflector {
             this.warned.delete(key);
             this.forget(key);
           }
-        } else if (type !== 'BOOKMARK') {
-          this.log.debug('unknown watch event type', { type });
         }
         const rv = resourceVersionOf(obj);
         if (rv !== '') this.rv = rv;

@@ -37,6 +37,8 @@ interface Resource {
   pageSize: number;
   failWatches: boolean;
   hangLists: boolean;
+  /** Watches answer 200 with this JSON line (not a watch event) and end. */
+  notEvents: string | null;
 }
 
 interface Recorded {
@@ -84,7 +86,7 @@ class FakeApiServer {
   };
 
   private resource(kind: string, apiVersion: string): Resource {
-    return { kind, apiVersion, objects: new Map(), events: [], compactedRv: 0, watchers: new Set(), expireMode: 'event', pageSize: 500, failWatches: false, hangLists: false };
+    return { kind, apiVersion, objects: new Map(), events: [], compactedRv: 0, watchers: new Set(), expireMode: 'event', pageSize: 500, failWatches: false, hangLists: false, notEvents: null };
   }
 
   async listen(): Promise<number> {
@@ -213,6 +215,11 @@ class FakeApiServer {
     }
 
     if (r.failWatches) return this.status(res, 500, 'InternalError', 'etcd is having a bad day');
+    if (r.notEvents !== null) {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(r.notEvents + '\n');
+      return;
+    }
     const from = Number(q.get('resourceVersion') ?? '0');
     if (from < r.compactedRv) {
       const message = `too old resource version: ${from} (${r.compactedRv})`;
@@ -509,6 +516,12 @@ test('expired resourceVersion (ERROR 410 event, HTTP 410): relists, and objects 
     assert.equal(upserts.length, 1);
     assert.ok(upserts[0]!.type === 'upsert' && upserts[0]!.object.kind === 'Service' && upserts[0]!.object.name === 'db' && upserts[0]!.object.ports[0]!.port === 5433);
     assert.equal(t.api.requestsFor(SVC, false).length, svcLists + 3, 'services relisted (3 pages)');
+    // The first list came from the watch cache (resourceVersion 0, as client-go), later pages by
+    // continue token; the relist after the expiry is a consistent read (no resourceVersion).
+    const lists = t.api.requestsFor(SVC, false);
+    const pages = (rs: typeof lists): Array<[string | null, boolean]> => rs.map((r) => [r.query.get('resourceVersion'), r.query.has('continue')]);
+    assert.deepEqual(pages(lists.slice(0, svcLists)), [['0', false], ...Array.from({ length: svcLists - 1 }, (): [null, boolean] => [null, true])]);
+    assert.deepEqual(pages(lists.slice(svcLists)), [[null, false], [null, true], [null, true]]);
     assert.equal(t.api.requestsFor(SLICES, false).length, 2, 'slices relisted');
     // The invalid service is still invalid after the relist, but was already reported.
     assert.equal(invalidWarnings(t.logger.lines, 'bad').length, 1);
@@ -517,6 +530,26 @@ test('expired resourceVersion (ERROR 410 event, HTTP 410): relists, and objects 
     const svcWatches = t.api.requestsFor(SVC, true);
     assert.equal(svcWatches.at(-1)!.query.get('resourceVersion'), String(t.api.rv));
     assert.equal(t.api.requestsFor(SVC, false).length, svcLists + 3, 'exactly one relist');
+  } finally {
+    await t.teardown();
+  }
+});
+
+test('a watch that answers 200 with JSON that is not watch events is reported and backed off, not retried in a tight loop', async () => {
+  const t = await setup();
+  try {
+    await t.initialSync();
+    await waitFor(() => t.api.watching(SVC) === 1, 'watch');
+    t.api.resources[SVC]!.notEvents = JSON.stringify({ kind: 'Status', apiVersion: 'v1', status: 'Success' });
+    const before = t.api.requestsFor(SVC, true).length;
+    t.api.endWatches(SVC);
+    await new Promise((r) => setTimeout(r, 600));
+    const retries = t.api.requestsFor(SVC, true).length - before;
+    // Backoff 20, 40, 80, 160, 200 ms: about 5 tries in 600 ms (a retry at once would be dozens).
+    assert.ok(retries >= 2 && retries <= 8, `watch retries in 600 ms: ${retries}`);
+    assert.ok(t.logger.lines.some((l) => l.includes('WARN') && l.includes('watch stream is not watch events') && l.includes('type=(none)')), t.logger.lines.join('\n'));
+    t.api.resources[SVC]!.notEvents = null;
+    await waitFor(() => t.api.watching(SVC) === 1, 'watch again once the server answers with events');
   } finally {
     await t.teardown();
   }

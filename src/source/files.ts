@@ -47,7 +47,15 @@ export function expandPaths(paths: readonly string[]): string[] {
     }
     if (st.isDirectory()) {
       for (const f of readdirSync(p).sort()) {
-        if (MANIFEST_EXTENSIONS.has(extname(f)) && !f.startsWith('.')) out.push(join(p, f));
+        if (!MANIFEST_EXTENSIONS.has(extname(f)) || f.startsWith('.')) continue;
+        // Only regular files (or links to them, as a ConfigMap volume's are): reading a FIFO
+        // would block until someone writes to it. A directory's other entries are not manifests.
+        try {
+          if (!statSync(join(p, f)).isFile()) continue;
+        } catch {
+          continue; // gone meanwhile, or a dangling link: nothing to read
+        }
+        out.push(join(p, f));
       }
     } else {
       out.push(p);
@@ -64,10 +72,24 @@ export function expandPaths(paths: readonly string[]): string[] {
 export function loadFile(file: string): LoadedFile {
   let text: string;
   try {
+    // Never opened if it is not a regular file: a FIFO would block the whole process.
+    if (!statSync(file).isFile()) throw new ManifestError(file, null, null, 'not a regular file');
     text = readFileSync(file, 'utf8');
   } catch (e) {
+    if (e instanceof ManifestError) throw e;
     throw new ManifestError(file, null, null, `cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
+  try {
+    return parseFile(file, text);
+  } catch (e) {
+    if (e instanceof ManifestError) throw e;
+    // What the parsers and the decoder cannot hold: nesting deeper than the stack, alias
+    // expansion past its limit. Named, so the message says which file.
+    throw new ManifestError(file, null, null, `cannot be read as manifests: ${e instanceof RangeError ? 'nested too deeply' : (e as Error).message}`);
+  }
+}
+
+function parseFile(file: string, text: string): LoadedFile {
   const result: LoadedFile = { objects: [], invalid: [], ignored: [] };
   // JSON is YAML too, but the YAML parser keeps a syntax tree per node: a 10,000-service JSON
   // manifest costs hundreds of MB through it, and a few MB through JSON.parse.
@@ -215,8 +237,21 @@ export class FileSource implements Source {
       const w = watch(dir, { persistent: true }, (_event, filename) => {
         if (filename === null) return;
         const name = filename.toString();
-        if (names !== null ? !names.has(name) : !MANIFEST_EXTENSIONS.has(extname(name)) || name.startsWith('.')) return;
-        this.pending.add(join(dir, name));
+        if (name.startsWith('..')) {
+          // A ConfigMap volume's update: the kubelet writes a new timestamped directory and swaps
+          // the `..data` link to it; the manifests are links through `..data`, and no event names
+          // them. Every manifest of this directory is read again.
+          for (const f of this.files) if (dirname(f) === dir) this.pending.add(f);
+          try {
+            if (names === null) for (const f of expandPaths([dir])) this.pending.add(resolve(f));
+          } catch (e) {
+            this.opts.logger.warn('manifest directory unreadable', { dir, error: e as Error });
+          }
+        } else if (names !== null ? !names.has(name) : !MANIFEST_EXTENSIONS.has(extname(name)) || name.startsWith('.')) {
+          return;
+        } else {
+          this.pending.add(join(dir, name));
+        }
         if (this.timer !== null) clearTimeout(this.timer);
         this.timer = setTimeout(() => this.reloadPending(), this.opts.debounceMs ?? 50);
       });

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync, renameSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync, renameSync, symlinkSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeObject } from '../../src/source/decode.js';
@@ -182,6 +183,35 @@ test('the file source keeps the last good version of an object an edit breaks, a
     writeFileSync(join(dir, 'a.yaml'), yaml([rawService('a', { clusterIP: '10.96.0.20' })]));
     await until(() => events.length >= 1);
     assert.deepEqual(events, [{ type: 'delete', kind: 'Service', key: 'Service/default/b' }]);
+  } finally {
+    await src.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a ConfigMap volume\'s update (the kubelet swaps the ..data link) is picked up; a FIFO named *.yaml is never opened', async () => {
+  const dir = tmp();
+  const log = memoryLogger();
+  const events: SourceEvent[] = [];
+  const src = new FileSource({ paths: [dir], logger: log, debounceMs: 20 });
+  // The kubelet's atomic writer: <dir>/..<timestamp>/file, <dir>/..data -> ..<timestamp>, <dir>/file -> ..data/file.
+  const version = (n: number, clusterIP: string): void => {
+    mkdirSync(join(dir, `..v${n}`));
+    writeFileSync(join(dir, `..v${n}`, 'svc.yaml'), JSON.stringify(rawService('a', { clusterIP })));
+    symlinkSync(`..v${n}`, join(dir, '..data_tmp'));
+    renameSync(join(dir, '..data_tmp'), join(dir, '..data'));
+  };
+  try {
+    version(1, '10.96.0.10');
+    symlinkSync('..data/svc.yaml', join(dir, 'svc.yaml'));
+    execFileSync('mkfifo', [join(dir, 'pipe.yaml')]);
+    await src.start((e) => events.push(e));
+    assert.deepEqual(events.map((e) => e.type), ['upsert', 'synced', 'synced', 'synced'], 'the FIFO is skipped, the start does not block');
+    events.length = 0;
+    version(2, '10.96.0.20');
+    await until(() => events.length >= 1, 1000);
+    const e = events[0]!;
+    assert.ok(e.type === 'upsert' && e.object.kind === 'Service' && e.object.clusterIPs[0] === '10.96.0.20', JSON.stringify(events));
   } finally {
     await src.stop();
     rmSync(dir, { recursive: true, force: true });

@@ -7,7 +7,7 @@ import type { DataPlaneName } from '../dataplane/dataplane.js';
 import { ProxyHealth } from '../observe/health.js';
 import { createLogger, type Level, type Logger } from '../observe/log.js';
 import { Metrics } from '../observe/metrics.js';
-import { startAdmin } from '../observe/server.js';
+import { parseBindAddress, startAdmin } from '../observe/server.js';
 import { FileSource } from '../source/files.js';
 import { KubernetesSource } from '../source/kubernetes.js';
 import { readDevicesHolding, readLocalAddresses, watchLocalAddresses } from '../source/local-addresses.js';
@@ -19,7 +19,7 @@ import { ServiceHealthServers } from '../observe/service-health.js';
 import { kernelDifferences, localBackendsOf, packetQuery, type KernelAnswer } from './trace.js';
 import { classifySource } from '../model/frontends.js';
 import { Tracker } from '../sync/tracker.js';
-import { durationRangeProblem, loadAgentConfig, MIN_SYNC_PERIOD_RANGE, parseDuration, SYNC_PERIOD_RANGE, type AgentFileConfig } from './agent-config.js';
+import { ConfigError, durationRangeProblem, loadAgentConfig, MIN_SYNC_PERIOD_RANGE, parseDuration, SYNC_PERIOD_RANGE, type AgentFileConfig } from './agent-config.js';
 import { UsageError, flagAll, flagBool, flagOne, type FlagSpecs, type Parsed } from './args.js';
 import { PROXY_FLAGS, configFlags, proxyConfig, type ConfigFlags } from './config.js';
 import { EBPF_FLAGS, ebpfOptions } from './ebpf-flags.js';
@@ -79,6 +79,20 @@ function oneOf<T extends string>(p: Parsed, flag: string, allowed: readonly T[])
   return v as T | undefined;
 }
 
+/** A bind address, checked before anything is started: a bad flag is a usage error, a bad file field a config error. */
+function bindAddress(p: Parsed, flag: string, cfgFile: string | undefined, field: string, fromFile: string | undefined, dflt: string): string {
+  const v = flagOne(p, flag);
+  const value = v ?? fromFile ?? dflt;
+  if (value === '') return value;
+  try {
+    parseBindAddress(value, `--${flag}`);
+  } catch (e) {
+    if (v === undefined && cfgFile !== undefined) throw new ConfigError(cfgFile, field, `${JSON.stringify(value)} is not host:port`);
+    throw new UsageError((e as Error).message);
+  }
+  return value;
+}
+
 /** Merges flags over the config file. Throws UsageError or ConfigError. */
 export function agentSettings(p: Parsed): AgentSettings {
   const cfgFile = flagOne(p, 'config');
@@ -107,8 +121,8 @@ export function agentSettings(p: Parsed): AgentSettings {
     manifests: allManifests,
     kubeconfig,
     inCluster,
-    healthz: flagOne(p, 'healthz-bind-address') ?? file.healthzBindAddress ?? '127.0.0.1:10256',
-    metrics: flagOne(p, 'metrics-bind-address') ?? file.metricsBindAddress ?? '127.0.0.1:10249',
+    healthz: bindAddress(p, 'healthz-bind-address', cfgFile, 'healthzBindAddress', file.healthzBindAddress, '127.0.0.1:10256'),
+    metrics: bindAddress(p, 'metrics-bind-address', cfgFile, 'metricsBindAddress', file.metricsBindAddress, '127.0.0.1:10249'),
     syncPeriodMs: duration(p, 'sync-period', file.syncPeriodMs, 30_000, SYNC_PERIOD_RANGE),
     minSyncPeriodMs: duration(p, 'min-sync-period', file.minSyncPeriodMs, 1_000, MIN_SYNC_PERIOD_RANGE),
     logLevel: oneOf(p, 'log-level', LEVELS),
@@ -143,83 +157,95 @@ export async function runAgent(s: AgentSettings, logger: Logger = createLogger({
     return [];
   });
   const configFor = (node: Parameters<typeof proxyConfig>[1]) => ({ ...proxyConfig(s.flags, node), localAddresses });
-  const ebpf = s.dataplane === 'ebpf' ? await withDevices(s.ebpf, proxyConfig(s.flags, null).nodeIPs, log) : s.ebpf;
-  const dataplane = await createDataPlane(s.dataplane, { config: () => syncer.config, logger: log.child({ dataplane: s.dataplane }), ebpf });
-  const serviceHealth = new ServiceHealthServers({
-    // With --nodeport-addresses, only those node addresses, as NodePorts; else every address.
-    addresses: () => (syncer.config.nodePortAddresses.length > 0 ? nodePortAddresses(syncer.config) : []),
-    proxyHealthy: () => health.state().healthy,
-    logger: log.child({ component: 'service-health' }),
-  });
-  const syncer: Syncer = new Syncer({
-    tracker, dataplane, config: configFor, logger: log, metrics, health, fullSyncIntervalMs: FULL_SYNC_INTERVAL_MS,
-    onApplied: (changes) => serviceHealth.update(changes),
-  });
-  await dataplane.init();
-  if (dataplane.counters !== undefined) {
-    const counters = dataplane.counters.bind(dataplane);
-    metrics.exportDataPlaneCounters(counters, (e) => log.warn('could not read the data plane\'s counters', { error: e }));
-  }
-  await cleanupOtherDataPlanes(s.dataplane, { config: () => syncer.config, logger: log, ebpf: s.ebpf });
 
-  const runner = new BoundedFrequencyRunner(async () => { await syncer.sync(); }, {
-    minIntervalMs: s.minSyncPeriodMs,
-    maxIntervalMs: s.syncPeriodMs,
-    retryMinMs: Math.min(1000, s.minSyncPeriodMs || 1000),
-    retryMaxMs: 30_000,
-    onError: (e, retryIn) => log.error('sync failed, the previous rules stay in place', { error: e, retryInMs: retryIn, detail: (e as { detail?: string }).detail?.slice(0, 2000) }),
-  });
+  // The input is read before the kernel is touched: a manifest that cannot be read stops the
+  // agent here (exit 3) with nothing programmed. Changes queue in the tracker until the runner
+  // starts; the first sync takes them all.
   const source: Source = s.manifests.length > 0
     ? new FileSource({ paths: s.manifests, logger: log.child({ source: 'files' }) })
     : new KubernetesSource({ kubeconfig: s.kubeconfig, inCluster: s.inCluster, nodeName: s.flags.nodeName, logger: log.child({ source: 'kubernetes' }) });
-
-  const admin = await startAdmin({
-    healthz: s.healthz,
-    metrics: s.metrics,
-    nodeName: s.flags.nodeName,
-    health,
-    registry: metrics.registry,
-    programmed: () => dataplane.programmed(),
-    table: () => Object.fromEntries(syncer.table),
-    trace: (q) => {
-      const pkt = packetQuery(q);
-      const r = trace(syncer.table, syncer.config, pkt);
-      if (q.get('kernel') !== '1') return r;
-      const dp = dataplane as { kernelTrace?: (p: typeof pkt) => KernelAnswer };
-      if (dp.kernelTrace === undefined) throw new TypeError(`kernel=1 needs the ebpf data plane (this agent runs ${s.dataplane})`);
-      if (pkt.protocol === 'SCTP') throw new TypeError('kernel=1 traces TCP and UDP');
-      const kernel = dp.kernelTrace(pkt);
-      const external = classifySource(pkt.src, syncer.config) === 'fromExternal';
-      return { ...r, kernel, kernelDifferences: external ? kernelDifferences(r, kernel, localBackendsOf(syncer.table, r.service)) : null };
-    },
-  });
-  log.info('rudder agent starting', { dataplane: s.dataplane, healthz: s.healthz || 'off', metrics: s.metrics || 'off', source: s.manifests.length > 0 ? s.manifests.join(',') : 'kubernetes' });
-
+  let runner: BoundedFrequencyRunner | undefined;
   health.queued();
   await source.start((e) => {
     if (tracker.handle(e)) {
       health.queued();
       metrics.lastQueuedTimestamp.set(Date.now() / 1000);
-      runner.run();
+      runner?.run();
     }
   });
-  runner.start();
-  const addressWatch = watchLocalAddresses((addrs) => {
-    if (addrs.join(',') === localAddresses.join(',')) return;
-    localAddresses = addrs;
-    runner.run();
-  }, { onError: (e) => log.warn('watching the node\'s addresses', { error: e }) });
+  try {
+    return await serve();
+  } finally {
+    // Whatever ended the agent, the source's watches must not keep the process alive.
+    await source.stop();
+  }
 
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-    process.once('SIGINT', () => resolve('SIGINT'));
-  });
-  log.info('stopping; the programmed rules stay in place', { signal });
-  runner.stop();
-  addressWatch.close();
-  dataplane.close?.();
-  await source.stop();
-  await admin.close();
-  await serviceHealth.close();
-  return 0;
+  async function serve(): Promise<number> {
+    const ebpf = s.dataplane === 'ebpf' ? await withDevices(s.ebpf, proxyConfig(s.flags, null).nodeIPs, log) : s.ebpf;
+    const dataplane = await createDataPlane(s.dataplane, { config: () => syncer.config, logger: log.child({ dataplane: s.dataplane }), ebpf });
+    const serviceHealth = new ServiceHealthServers({
+      // With --nodeport-addresses, only those node addresses, as NodePorts; else every address.
+      addresses: () => (syncer.config.nodePortAddresses.length > 0 ? nodePortAddresses(syncer.config) : []),
+      proxyHealthy: () => health.state().healthy,
+      logger: log.child({ component: 'service-health' }),
+    });
+    const syncer: Syncer = new Syncer({
+      tracker, dataplane, config: configFor, logger: log, metrics, health, fullSyncIntervalMs: FULL_SYNC_INTERVAL_MS,
+      onApplied: (changes) => serviceHealth.update(changes),
+    });
+    await dataplane.init();
+    if (dataplane.counters !== undefined) {
+      const counters = dataplane.counters.bind(dataplane);
+      metrics.exportDataPlaneCounters(counters, (e) => log.warn('could not read the data plane\'s counters', { error: e }));
+    }
+    await cleanupOtherDataPlanes(s.dataplane, { config: () => syncer.config, logger: log, ebpf: s.ebpf });
+
+    const syncs = runner = new BoundedFrequencyRunner(async () => { await syncer.sync(); }, {
+      minIntervalMs: s.minSyncPeriodMs,
+      maxIntervalMs: s.syncPeriodMs,
+      retryMinMs: Math.min(1000, s.minSyncPeriodMs || 1000),
+      retryMaxMs: 30_000,
+      onError: (e, retryIn) => log.error('sync failed, the previous rules stay in place', { error: e, retryInMs: retryIn, detail: (e as { detail?: string }).detail?.slice(0, 2000) }),
+    });
+    const admin = await startAdmin({
+      healthz: s.healthz,
+      metrics: s.metrics,
+      nodeName: s.flags.nodeName,
+      health,
+      registry: metrics.registry,
+      programmed: () => dataplane.programmed(),
+      table: () => Object.fromEntries(syncer.table),
+      trace: (q) => {
+        const pkt = packetQuery(q);
+        const r = trace(syncer.table, syncer.config, pkt);
+        if (q.get('kernel') !== '1') return r;
+        const dp = dataplane as { kernelTrace?: (p: typeof pkt) => KernelAnswer };
+        if (dp.kernelTrace === undefined) throw new TypeError(`kernel=1 needs the ebpf data plane (this agent runs ${s.dataplane})`);
+        if (pkt.protocol === 'SCTP') throw new TypeError('kernel=1 traces TCP and UDP');
+        const kernel = dp.kernelTrace(pkt);
+        const external = classifySource(pkt.src, syncer.config) === 'fromExternal';
+        return { ...r, kernel, kernelDifferences: external ? kernelDifferences(r, kernel, localBackendsOf(syncer.table, r.service)) : null };
+      },
+    });
+    log.info('rudder agent starting', { dataplane: s.dataplane, healthz: s.healthz || 'off', metrics: s.metrics || 'off', source: s.manifests.length > 0 ? s.manifests.join(',') : 'kubernetes' });
+
+    syncs.start();
+    const addressWatch = watchLocalAddresses((addrs) => {
+      if (addrs.join(',') === localAddresses.join(',')) return;
+      localAddresses = addrs;
+      syncs.run();
+    }, { onError: (e) => log.warn('watching the node\'s addresses', { error: e }) });
+
+    const signal = await new Promise<NodeJS.Signals>((resolve) => {
+      process.once('SIGTERM', () => resolve('SIGTERM'));
+      process.once('SIGINT', () => resolve('SIGINT'));
+    });
+    log.info('stopping; the programmed rules stay in place', { signal });
+    syncs.stop();
+    addressWatch.close();
+    dataplane.close?.();
+    await admin.close();
+    await serviceHealth.close();
+    return 0;
+  }
 }

@@ -127,3 +127,30 @@ test('trace --kernel: the kernel\'s answer is held against the model\'s (verdict
   assert.match(kernelDifferences(model, k({ verdict: 'drop' }), local).join(), /verdict: the model says forward, the kernel drop/);
   assert.match(kernelDifferences({ ...model, masquerade: false }, k({}), local).join(), /the kernel masqueraded/);
 });
+
+test('the agent checks its input before it touches the kernel: bad bind addresses, an unreadable manifest', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rudder-cli-'));
+  try {
+    // Nothing may be initialised: no data plane line, no admin server, on any of these.
+    const untouched = (r: ReturnType<typeof rudder>): void => {
+      assert.doesNotMatch(r.stderr, /backend selected|socket load balancer attached|rudder agent starting|nftables table/i, `the kernel was touched first:\n${r.stderr}`);
+      assertNoStack(r.stderr);
+    };
+    const flag = rudder('agent', '--healthz-bind-address', 'localhost', '-f', EXAMPLE);
+    assert.equal(flag.code, 2, flag.stderr);
+    assert.match(flag.stderr, /--healthz-bind-address: "localhost" is not host:port/);
+    untouched(flag);
+    const cfg = join(dir, 'config.yaml');
+    writeFileSync(cfg, 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmetricsBindAddress: "10249"\n');
+    const file = rudder('agent', '--config', cfg, '-f', EXAMPLE);
+    assert.equal(file.code, 3, file.stderr);
+    assert.match(file.stderr, /config\.yaml: metricsBindAddress: "10249" is not host:port/);
+    untouched(file);
+    const missing = rudder('agent', '--healthz-bind-address', '', '--metrics-bind-address', '', '-f', join(dir, 'nope.yaml'));
+    assert.equal(missing.code, 3, missing.stderr);
+    assert.match(missing.stderr, /nope\.yaml: cannot read: ENOENT/);
+    untouched(missing);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -54,6 +54,8 @@ export async function demoCommand(argv: string[]): Promise<number> {
     if (why !== null) say(`== eBPF is not available here (${why}): showing the iptables data plane`);
     dataplane = why === null ? 'ebpf' : 'iptables';
   }
+  const { DATAPLANES } = await import('../dataplane/index.js');
+  if (!(DATAPLANES as readonly string[]).includes(dataplane)) throw new UsageError(`--dataplane: ${JSON.stringify(dataplane)} is not one of ${DATAPLANES.join(', ')}`);
   const n = Number(flagOne(p, 'requests') ?? '6');
   if (!Number.isInteger(n) || n < 1 || n > 1000) throw new UsageError('--requests must be 1..1000');
   if (process.getuid?.() !== 0) throw new UsageError('the demo builds network namespaces: run it as root');

@@ -32,7 +32,8 @@ export function createLogger(opts: { level?: Level; json?: boolean; sink?: LogSi
   const min = ORDER[level] ?? ORDER.info;
   const emit = (lvl: Level, msg: string, fields?: Fields): void => {
     if (ORDER[lvl] < min) return;
-    const all = { ...base, ...fields };
+    // A field without a value is left out, not printed as "undefined".
+    const all = Object.fromEntries(Object.entries({ ...base, ...fields }).filter(([, v]) => v !== undefined));
     if (json) {
       sink.write(JSON.stringify({ ts: new Date().toISOString(), level: lvl, msg, ...Object.fromEntries(Object.entries(all).map(([k, v]) => [k, v instanceof Error ? v.message : v])) }));
     } else {

@@ -136,6 +136,10 @@ test('the agent checks its input before it touches the kernel: bad bind addresse
       assert.doesNotMatch(r.stderr, /backend selected|socket load balancer attached|rudder agent starting|nftables table/i, `the kernel was touched first:\n${r.stderr}`);
       assertNoStack(r.stderr);
     };
+    const demo = rudder('demo', '--dataplane', 'foo');
+    assert.equal(demo.code, 2, demo.stderr);
+    assert.match(demo.stderr, /^rudder demo: --dataplane: "foo" is not one of iptables, nftables, ebpf$/m);
+    assert.doesNotMatch(demo.stderr + demo.stdout, /lab|namespace/i, 'rejected before a lab is built');
     const flag = rudder('agent', '--healthz-bind-address', 'localhost', '-f', EXAMPLE);
     assert.equal(flag.code, 2, flag.stderr);
     assert.match(flag.stderr, /--healthz-bind-address: "localhost" is not host:port/);

@@ -189,16 +189,23 @@ export async function runAgent(s: AgentSettings, logger: Logger = createLogger({
       proxyHealthy: () => health.state().healthy,
       logger: log.child({ component: 'service-health' }),
     });
+    let othersRemoved = false;
     const syncer: Syncer = new Syncer({
       tracker, dataplane, config: configFor, logger: log, metrics, health, fullSyncIntervalMs: FULL_SYNC_INTERVAL_MS,
-      onApplied: (changes) => serviceHealth.update(changes),
+      onApplied: async (changes) => {
+        await serviceHealth.update(changes);
+        // Another data plane's (or kube-proxy's) rules go once this one's first sync has landed:
+        // until then they keep serving, so taking a node over leaves no gap.
+        if (othersRemoved) return;
+        othersRemoved = true;
+        await cleanupOtherDataPlanes(s.dataplane, { config: () => syncer.config, logger: log, ebpf: s.ebpf });
+      },
     });
     await dataplane.init();
     if (dataplane.counters !== undefined) {
       const counters = dataplane.counters.bind(dataplane);
       metrics.exportDataPlaneCounters(counters, (e) => log.warn('could not read the data plane\'s counters', { error: e }));
     }
-    await cleanupOtherDataPlanes(s.dataplane, { config: () => syncer.config, logger: log, ebpf: s.ebpf });
 
     const syncs = runner = new BoundedFrequencyRunner(async () => { await syncer.sync(); }, {
       minIntervalMs: s.minSyncPeriodMs,

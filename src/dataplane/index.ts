@@ -42,6 +42,15 @@ export const BUILT_DATAPLANES: readonly DataPlaneName[] = ['iptables', 'nftables
  * whose tools are missing has nothing to remove, and a failure is logged.
  */
 export async function cleanupOtherDataPlanes(active: DataPlaneName, deps: DataPlaneDeps): Promise<void> {
+  if (active === 'nftables') {
+    // The other planes' cleanups remove kube-proxy's nftables tables too; this one keeps its own.
+    try {
+      const { NftablesDataPlane } = await import('./nftables/index.js');
+      await new NftablesDataPlane({ config: deps.config, logger: deps.logger.child({ leftovers: 'kube-proxy' }) }).removeKubeProxyTables();
+    } catch (e) {
+      deps.logger.warn('could not remove kube-proxy\'s nftables tables', { error: e as Error, detail: (e as DataPlaneError).detail?.slice(0, 500) });
+    }
+  }
   for (const name of BUILT_DATAPLANES) {
     if (name === active) continue;
     try {

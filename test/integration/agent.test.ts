@@ -89,3 +89,31 @@ test('agent under nsenter: healthy after the first sync, rules survive SIGTERM, 
     if (agent.exitCode === null) agent.kill('SIGKILL');
   }
 });
+
+test('taking a node over from kube-proxy\'s nftables mode: its tables go once Rudder\'s first sync has landed', { skip: root ? false : 'needs root' }, async () => {
+  const ns = lab.ns('node-2');
+  // kube-proxy's tables, as its nftables mode names them (the content does not matter here).
+  await lab.execOk('node-2', ['nft', 'add table ip kube-proxy; add chain ip kube-proxy services; add table ip6 kube-proxy; add chain ip6 kube-proxy services; add table ip keepme']);
+  const agent = spawn('nsenter', [`--net=/run/netns/${ns}`, '--', process.execPath, RUDDER_BIN, 'agent', '--dataplane', 'nftables',
+    '-f', DEMO_MANIFESTS, '--node', 'node-2', '--cluster-cidr', '10.244.0.0/16', '--bpf-pin-path', lab.bpfPinPath('node-2')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  agent.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
+  try {
+    const tables = async (): Promise<string> => (await lab.execOk('node-2', ['nft', 'list', 'tables'])).stdout;
+    const deadline = Date.now() + 15_000;
+    while ((await status('node-2', 'http://127.0.0.1:10256/healthz')) !== 200 || /kube-proxy/.test(await tables())) {
+      assert.ok(Date.now() < deadline, `agent never became healthy with kube-proxy's tables gone:\n${await tables()}\n${stderr}`);
+      assert.equal(agent.exitCode, null, `agent exited:\n${stderr}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const t = await tables();
+    assert.match(t, /table ip rudder/);
+    assert.match(t, /table ip keepme/, 'another tool\'s table stays');
+    const r = await lab.curl('pod-2b', 'http://10.96.0.10/', { timeoutMs: 2000 });
+    assert.ok(r.ok, `served by Rudder: ${JSON.stringify(r)}`);
+  } finally {
+    if (agent.exitCode === null) agent.kill('SIGKILL');
+    await lab.exec('node-2', [process.execPath, RUDDER_BIN, 'cleanup', '--bpf-pin-path', lab.bpfPinPath('node-2')]);
+    await lab.exec('node-2', ['nft', 'delete table ip keepme']);
+  }
+});

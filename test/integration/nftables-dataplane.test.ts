@@ -175,11 +175,11 @@ describe('nftables data plane in a network namespace', { skip: isRoot ? false : 
     assert.equal(await canonical(ns), before);
   });
 
-  test('cleanup deletes the table ip rudder and nothing else', async () => {
-    await execOk(['ip', 'netns', 'exec', ns, 'nft', 'add table ip keepme; add chain ip keepme c']);
+  test('cleanup deletes the table ip rudder and kube-proxy\'s own (ip kube-proxy), and nothing else', async () => {
+    await execOk(['ip', 'netns', 'exec', ns, 'nft', 'add table ip keepme; add chain ip keepme c; add table ip kube-proxy; add chain ip kube-proxy services']);
     await dp.cleanup();
     const rs = (await execOk(['ip', 'netns', 'exec', ns, 'nft', 'list', 'ruleset'])).stdout;
-    assert.doesNotMatch(rs, /rudder/);
+    assert.doesNotMatch(rs, /rudder|kube-proxy/);
     assert.match(rs, /table ip keepme/);
     await dp.cleanup(); // idempotent
     assert.deepEqual(await dp.programmed(), []);

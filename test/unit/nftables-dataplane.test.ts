@@ -243,7 +243,10 @@ test('cleanup deletes the table ip rudder and nothing else; it is idempotent; th
   assert.ok(fake.kernel.table('ip', 'other')?.chains.has('c'));
   assert.deepEqual(await dp.programmed(), [], 'no table: nothing programmed');
   await dp.cleanup();
-  assert.deepEqual(fake.transactions().slice(-2), ['add table ip rudder\ndelete table ip rudder\n', 'add table ip6 rudder\ndelete table ip6 rudder\n']);
+  assert.deepEqual(fake.transactions().slice(-2), [
+    'add table ip rudder\ndelete table ip rudder\nadd table ip kube-proxy\ndelete table ip kube-proxy\n',
+    'add table ip6 rudder\ndelete table ip6 rudder\nadd table ip6 kube-proxy\ndelete table ip6 kube-proxy\n',
+  ], 'kube-proxy\'s own nftables tables go too, as its --cleanup does');
   await dp.apply([], t, { full: false });
   assert.match(fake.last(), /^add table ip rudder\ndelete table ip rudder\nadd table ip rudder\n/);
   assert.equal(fake.kernel.dump(), await fullDump(t));

@@ -18,6 +18,9 @@ import { TableState } from './state.js';
 import type { PortUpdate } from './state.js';
 import { Transaction } from './transaction.js';
 
+/** The table of kube-proxy's own nftables mode, in each family. */
+const KUBE_PROXY_TABLE = 'kube-proxy';
+
 /** `nft -f -` with `text` on stdin; a failure becomes DataPlaneError `code` carrying nft's stderr. */
 export async function runNft(exec: ExecFn, text: string, code: 'EAPPLY' | 'ECLEANUP', check = false): Promise<void> {
   let r;
@@ -242,9 +245,18 @@ export class FamilyTable {
   }
 
   /** Deletes this family's table (and nothing else); idempotent. Throws DataPlaneError ECLEANUP. */
+  /** Deletes kube-proxy's table of this family (`ip kube-proxy` or `ip6 kube-proxy`), if any. */
+  async removeKubeProxyTable(): Promise<void> {
+    const text = new Transaction(this.nftFamily, KUBE_PROXY_TABLE).addTable().deleteTable().toString();
+    await runNft(this.exec, text, 'ECLEANUP');
+  }
+
   async cleanup(): Promise<void> {
     const tx = new Transaction(this.nftFamily, TABLE).addTable().deleteTable();
-    await runNft(this.exec, tx.toString(), 'ECLEANUP');
+    // kube-proxy's nftables mode keeps its rules in this family's table `kube-proxy`: removed too,
+    // as `kube-proxy --cleanup` does, so a node taken over from it keeps no second proxy's rules.
+    const kubeProxy = new Transaction(this.nftFamily, KUBE_PROXY_TABLE).addTable().deleteTable();
+    await runNft(this.exec, tx.toString() + kubeProxy.toString(), 'ECLEANUP');
     this.state = undefined;
     this.needFull = true;
     this.fresh = true;

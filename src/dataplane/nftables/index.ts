@@ -193,7 +193,18 @@ export class NftablesDataPlane implements DataPlane {
     return out;
   }
 
-  /** Deletes the tables `ip rudder` and `ip6 rudder` (and nothing else); idempotent. Throws DataPlaneError ECLEANUP. */
+  /**
+   * Deletes kube-proxy's own nftables tables (`ip kube-proxy`, `ip6 kube-proxy`), and nothing of
+   * Rudder's: what taking a node over from kube-proxy's nftables mode leaves to remove once this
+   * plane serves. Idempotent. Throws DataPlaneError ECLEANUP.
+   */
+  async removeKubeProxyTables(): Promise<void> {
+    await this.init();
+    await this.checkV6();
+    for (const fam of this.families()) await fam.removeKubeProxyTable();
+  }
+
+  /** Deletes the tables `ip rudder` and `ip6 rudder` and kube-proxy's (and nothing else); idempotent. Throws DataPlaneError ECLEANUP. */
   async cleanup(): Promise<void> {
     await this.checkV6();
     for (const fam of this.families()) await fam.cleanup();

@@ -198,7 +198,8 @@ export async function runAgent(s: AgentSettings, logger: Logger = createLogger({
         // until then they keep serving, so taking a node over leaves no gap.
         if (othersRemoved) return;
         othersRemoved = true;
-        await cleanupOtherDataPlanes(s.dataplane, { config: () => syncer.config, logger: log, ebpf: s.ebpf });
+        // Off the sync's path: it never throws, and touches no structure of this plane.
+        void cleanupOtherDataPlanes(s.dataplane, { config: () => syncer.config, logger: log, ebpf: s.ebpf });
       },
     });
     await dataplane.init();

@@ -45,14 +45,17 @@ function ipsOf(sp: ServicePort): Map<string, string> {
 /**
  * The conntrack invocations a set of changes calls for, deduplicated, in a stable order.
  * Changes of the other family are ignored; IPv6 commands carry "-f ipv6", as kube-proxy's do.
+ * `initial`: the first sync after the agent started, whose "added" ports were (mostly) there
+ * before it: they are left to reconcileUdpConntrack, which deletes only what is stale, instead
+ * of flushing every flow of every UDP service on each restart.
  */
-export function staleConntrackCommands(changes: readonly Change[], family: 4 | 6 = 4): string[][] {
+export function staleConntrackCommands(changes: readonly Change[], family: 4 | 6 = 4, initial = false): string[][] {
   const out: string[][] = [];
   for (const ch of changes) {
     if ((ch.kind === 'added' ? ch.next : ch.prev).family !== family) continue;
     switch (ch.kind) {
       case 'added':
-        if (isUdp(ch.next) && ch.next.hasEndpoints) flushService(ch.next, out);
+        if (isUdp(ch.next) && ch.next.hasEndpoints && !initial) flushService(ch.next, out);
         break;
       case 'removed':
         if (isUdp(ch.prev)) flushService(ch.prev, out);
@@ -89,15 +92,112 @@ export function staleConntrackCommands(changes: readonly Change[], family: 4 | 6
 
 const PARALLEL = 4;
 
+/** One UDP entry of `conntrack -L`: the original tuple and where its replies come from. */
+export interface UdpEntry {
+  src: string;
+  dst: string;
+  sport: number;
+  dport: number;
+  /** The reply direction's source: the backend when the flow was DNATed, else dst itself. */
+  replySrc: string;
+  replySport: number;
+}
+
+/** The UDP entries in `conntrack -L -p udp` output (the default text format); other lines are skipped. */
+export function parseUdpEntries(text: string): UdpEntry[] {
+  const out: UdpEntry[] = [];
+  for (const line of text.split('\n')) {
+    if (!/^\s*udp\s/.test(line)) continue;
+    const src: string[] = [];
+    const dst: string[] = [];
+    const sport: number[] = [];
+    const dport: number[] = [];
+    for (const m of line.matchAll(/\b(src|dst|sport|dport)=(\S+)/g)) {
+      if (m[1] === 'src') src.push(m[2]!);
+      else if (m[1] === 'dst') dst.push(m[2]!);
+      else (m[1] === 'sport' ? sport : dport).push(Number(m[2]));
+    }
+    if (src.length < 2 || dst.length < 2 || sport.length < 2 || dport.length < 2) continue;
+    out.push({ src: src[0]!, dst: dst[0]!, sport: sport[0]!, dport: dport[0]!, replySrc: src[1]!, replySport: sport[1]! });
+  }
+  return out;
+}
+
+/**
+ * The entries of `ports`' frontends (their VIPs on the service port, and their NodePorts) that do
+ * not lead to one of the port's serving endpoints: DNATed to an endpoint that left, or not
+ * DNATed at all (created while the service had none). Pure.
+ */
+export function staleUdpEntries(entries: readonly UdpEntry[], ports: readonly ServicePort[]): UdpEntry[] {
+  const byVip = new Map<string, ServicePort>();
+  const byNodePort = new Map<number, ServicePort>();
+  for (const sp of ports) {
+    if (!isUdp(sp)) continue;
+    for (const vip of vips(sp)) byVip.set(`${vip}|${sp.port}`, sp);
+    if (sp.nodePort > 0) byNodePort.set(sp.nodePort, sp);
+  }
+  const serving = new Map<ServicePort, Set<string>>();
+  const servingOf = (sp: ServicePort): Set<string> => {
+    let s = serving.get(sp);
+    if (s === undefined) {
+      const reachable = new Set(sp.reachableEndpoints);
+      serving.set(sp, (s = new Set(sp.endpoints.filter((e) => reachable.has(e.id)).map((e) => `${e.ip}|${e.port}`))));
+    }
+    return s;
+  };
+  return entries.filter((e) => {
+    const sp = byVip.get(`${e.dst}|${e.dport}`) ?? byNodePort.get(e.dport);
+    return sp !== undefined && !servingOf(sp).has(`${e.replySrc}|${e.replySport}`);
+  });
+}
+
+/**
+ * After the first sync of an agent: deletes the UDP entries of `ports` that no serving endpoint
+ * answers (as kube-proxy's conntrack reconciler does), and keeps every other flow where it is, so
+ * a restart re-balances no live UDP flow. Best effort, as clearStaleConntrack. Returns false when
+ * conntrack cannot run.
+ */
+export async function reconcileUdpConntrack(exec: ExecFn, logger: Logger, ports: readonly ServicePort[], family: 4 | 6 = 4): Promise<boolean> {
+  const udp = ports.filter((sp) => isUdp(sp) && sp.family === family);
+  if (udp.length === 0) return true;
+  const fam = family === 6 ? ['-f', 'ipv6'] : [];
+  let listed;
+  try {
+    listed = await exec(['conntrack', '-L', ...fam, '-p', 'udp'], { timeoutMs: 30_000 });
+  } catch (e) {
+    // Killed for a timeout: try again after the next sync. Not runnable: stop.
+    logger.warn('conntrack -L did not finish: stale UDP entries may remain', { error: e as Error });
+    return e instanceof ExecError && e.result !== null;
+  }
+  if (listed.code !== 0) {
+    logger.warn('conntrack -L failed: stale UDP entries may remain', { code: listed.code, stderr: listed.stderr.trim() });
+    return true;
+  }
+  const stale = staleUdpEntries(parseUdpEntries(listed.stdout), udp);
+  if (stale.length === 0) return true;
+  logger.info('deleting stale UDP conntrack entries', { entries: stale.length });
+  const queue = stale.map((e) => ['conntrack', '-D', ...fam, '-p', 'udp', '--orig-src', e.src, '--orig-dst', e.dst, '--sport', String(e.sport), '--dport', String(e.dport)]);
+  return runQueue(exec, logger, queue);
+}
+
 /**
  * Runs the conntrack commands for one family's changes, after their sync landed. Best effort:
  * failures are logged, never thrown. Returns false once conntrack cannot run at all (the caller
  * then stops trying).
  */
-export async function clearStaleConntrack(exec: ExecFn, logger: Logger, changes: readonly Change[], family: 4 | 6 = 4): Promise<boolean> {
-  const queue = staleConntrackCommands(changes, family);
+export async function clearStaleConntrack(exec: ExecFn, logger: Logger, changes: readonly Change[], family: 4 | 6 = 4, initial = false): Promise<boolean> {
+  const queue = staleConntrackCommands(changes, family, initial);
+  if (initial) {
+    const added = changes.flatMap((c) => (c.kind === 'added' ? [c.next] : []));
+    if (!(await reconcileUdpConntrack(exec, logger, added, family))) return false;
+  }
   if (queue.length === 0) return true;
   logger.debug('clearing stale UDP conntrack entries', { commands: queue.length });
+  return runQueue(exec, logger, queue);
+}
+
+/** Runs conntrack invocations, a few at a time. False once conntrack cannot run at all. */
+async function runQueue(exec: ExecFn, logger: Logger, queue: string[][]): Promise<boolean> {
   let usable = true;
   const worker = async (): Promise<void> => {
     for (let argv = queue.shift(); argv !== undefined && usable; argv = queue.shift()) {

@@ -114,10 +114,10 @@ export class Syncer {
     if (full) this.lastFull = start;
     this.syncs++;
     const end = this.now();
+    if (metrics !== undefined) this.record(metrics, full, changes, pending, start, end);
     // Changes that arrived while the kernel was being programmed are still waiting.
     this.o.health?.updated(tracker.oldestPending());
     await this.o.onApplied?.(changes);
-    if (metrics !== undefined) this.record(metrics, full, changes, pending, start, end);
     logger.debug('synced', { full, changes: changes.length, ms: end - start });
     return { full, changes: changes.length, durationMs: end - start };
   }

@@ -9,6 +9,10 @@ import { Lab, defaultTopology } from '../../src/lab/index.js';
 import { RUDDER_BIN } from '../../src/lab/agents.js';
 import { createLogger } from '../../src/observe/log.js';
 import { DEMO_MANIFESTS } from '../../src/cli/demo.js';
+import { parseUdpEntries } from '../../src/dataplane/conntrack.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const root = process.getuid?.() === 0;
 let lab: Lab;
@@ -115,5 +119,65 @@ test('taking a node over from kube-proxy\'s nftables mode: its tables go once Ru
     if (agent.exitCode === null) agent.kill('SIGKILL');
     await lab.exec('node-2', [process.execPath, RUDDER_BIN, 'cleanup', '--bpf-pin-path', lab.bpfPinPath('node-2')]);
     await lab.exec('node-2', ['nft', 'delete table ip keepme']);
+  }
+});
+
+test('a restart re-balances no live UDP flow; only entries towards an endpoint that left meanwhile are deleted', { skip: root ? false : 'needs root' }, async () => {
+  const ns = lab.ns('node-1');
+  const dir = mkdtempSync(join(tmpdir(), 'rudder-udp-'));
+  const manifest = join(dir, 'udp.yaml');
+  const write = (eps: string[]): void => writeFileSync(manifest, [
+    'apiVersion: v1\nkind: Service\nmetadata: {name: echo, namespace: t}\nspec: {clusterIP: 10.96.0.40, ports: [{name: u, port: 53, targetPort: 5300, protocol: UDP}]}',
+    `apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: echo-1, namespace: t, labels: {kubernetes.io/service-name: echo}}\naddressType: IPv4\nports: [{name: u, port: 5300, protocol: UDP}]\nendpoints: [${eps.map((ip) => `{addresses: [${ip}]}`).join(', ')}]`,
+  ].join('\n---\n'));
+  const start = async () => {
+    const agent = spawn('nsenter', [`--net=/run/netns/${ns}`, '--', process.execPath, RUDDER_BIN, 'agent', '--dataplane', 'iptables',
+      '-f', manifest, '--node', 'node-1', '--cluster-cidr', '10.244.0.0/16', '--bpf-pin-path', lab.bpfPinPath('node-1')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    agent.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
+    const deadline = Date.now() + 15_000;
+    while ((await status('node-1', 'http://127.0.0.1:10256/healthz')) !== 200) {
+      assert.ok(Date.now() < deadline && agent.exitCode === null, `agent not healthy:\n${stderr}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return agent;
+  };
+  const stop = async (agent: ReturnType<typeof spawn>): Promise<void> => {
+    agent.kill('SIGTERM');
+    await once(agent, 'exit');
+  };
+  /** The flows to the service, by client port: where their replies come from. */
+  const flows = async (): Promise<Map<number, string>> => {
+    const r = await lab.exec('node-1', ['conntrack', '-L', '-p', 'udp', '--orig-dst', '10.96.0.40']);
+    return new Map(parseUdpEntries(r.stdout).map((e) => [e.sport, e.replySrc]));
+  };
+  let agent: ReturnType<typeof spawn> | undefined;
+  try {
+    await lab.exec('node-1', ['conntrack', '-D', '-p', 'udp', '--orig-dst', '10.96.0.40']);
+    write(['10.244.1.10', '10.244.2.10']);
+    agent = await start();
+    // Flows from fixed client ports until both endpoints hold one.
+    for (let port = 41000; port < 41040; port++) {
+      const r = await lab.udp('pod-1b', '10.96.0.40', 53, 'x', { localPort: port });
+      assert.ok(r.ok, `UDP through the service: ${JSON.stringify(r)}`);
+      if (new Set((await flows()).values()).size === 2) break;
+    }
+    const before = await flows();
+    assert.equal(new Set(before.values()).size, 2, `flows to both endpoints: ${[...before]}`);
+
+    await stop(agent);
+    agent = await start();
+    assert.deepEqual(await flows(), before, 'a restart keeps every live flow where it was');
+
+    await stop(agent);
+    write(['10.244.1.10']);
+    agent = await start();
+    const after = await flows();
+    assert.deepEqual([...after.values()].filter((ip) => ip !== '10.244.1.10'), [], `the flows to the endpoint that left are gone: ${[...after]}`);
+    assert.deepEqual([...after], [...before].filter(([, ip]) => ip === '10.244.1.10'), 'the others stay');
+  } finally {
+    if (agent !== undefined && agent.exitCode === null) agent.kill('SIGKILL');
+    await lab.exec('node-1', [process.execPath, RUDDER_BIN, 'cleanup', '--bpf-pin-path', lab.bpfPinPath('node-1')]);
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -6,12 +6,12 @@ import assert from 'node:assert/strict';
 import { DataPlaneError } from '../../src/dataplane/dataplane.js';
 import { detectBackend } from '../../src/dataplane/iptables/backend.js';
 import { portChains } from '../../src/dataplane/iptables/chains.js';
-import { staleConntrackCommands } from '../../src/dataplane/conntrack.js';
+import { parseUdpEntries, reconcileUdpConntrack, staleConntrackCommands, staleUdpEntries } from '../../src/dataplane/conntrack.js';
 import { IptablesDataPlane } from '../../src/dataplane/iptables/index.js';
 import { diff } from '../../src/model/diff.js';
 import type { ServicePort, ServiceTable } from '../../src/model/types.js';
 import { memoryLogger } from '../../src/observe/log.js';
-import type { ExecResult } from '../../src/util/exec.js';
+import type { ExecFn, ExecResult } from '../../src/util/exec.js';
 import { CFG, FakeExec, ep, sp, tableOf } from '../support/iptables.js';
 
 const svc1 = sp({ namespace: 'ns1', name: 'svc1', clusterIP: '172.30.0.41', endpoints: [ep('10.180.0.1', 80), ep('10.180.0.2', 80)] });
@@ -195,7 +195,8 @@ test('stale UDP conntrack entries are cleared after a successful restore, as kub
     port: 53, clusterIP: '172.30.0.10', externalIPs: ['192.168.99.10'], nodePort: 30053, endpoints: eps });
   const empty = tableOf(dns([]));
   await sync(dp, new Map(), empty, true);
-  assert.deepEqual(fake.conntrack(), []);
+  assert.deepEqual(fake.conntrack().map((a) => a.join(' ')), ['conntrack -L -p udp'], 'the first sync lists UDP entries to reconcile them, and flushes nothing');
+  fake.calls = [];
   const one = tableOf(dns([ep('10.180.0.7', 53), ep('10.180.0.8', 53)]));
   await sync(dp, empty, one);
   assert.deepEqual(fake.conntrack().map((a) => a.join(' ')).sort(), [
@@ -368,4 +369,35 @@ test('nft backend: cleanup of a large table runs in stages and leaves nothing', 
   assert.ok(stages.length > 2, `staged: ${stages.length} transactions`);
   assert.match(stages[0]!.input, /^-D PREROUTING /m, 'the first stage cuts the jumps into our chains');
   assert.doesNotMatch(fake.kernel.save('nat') + fake.kernel.save('filter'), /KUBE-/);
+});
+
+test('after a restart, only UDP entries no serving endpoint answers are deleted (kube-proxy\'s conntrack reconciler), not every flow', async () => {
+  const listing = [
+    // DNATed to a serving endpoint: kept.
+    'udp      17 28 src=10.180.1.5 dst=172.30.0.10 sport=40001 dport=53 src=10.180.0.7 dst=10.180.1.5 sport=53 dport=40001 mark=0 use=1',
+    // DNATed to an endpoint that left while the agent was down: deleted.
+    'udp      17 28 src=10.180.1.5 dst=172.30.0.10 sport=40002 dport=53 src=10.180.0.9 dst=10.180.1.5 sport=53 dport=40002 mark=0 use=1',
+    // Not DNATed (sent while the service had no endpoint): deleted.
+    'udp      17 20 src=10.180.1.6 dst=172.30.0.10 sport=40003 dport=53 [UNREPLIED] src=172.30.0.10 dst=10.180.1.6 sport=53 dport=40003 mark=0 use=1',
+    // A NodePort flow to the serving endpoint: kept; another service's flow: not this port's business.
+    'udp      17 28 src=198.18.0.9 dst=198.18.0.2 sport=40004 dport=30053 src=10.180.0.7 dst=198.18.0.2 sport=53 dport=61000 mark=0 use=1',
+    'udp      17 28 src=10.180.1.5 dst=172.30.0.99 sport=40005 dport=53 src=172.30.0.99 dst=10.180.1.5 sport=53 dport=40005 mark=0 use=1',
+    'tcp      6 117 TIME_WAIT src=10.180.1.5 dst=172.30.0.10 sport=40006 dport=53 src=10.180.0.9 dst=10.180.1.5 sport=53 dport=40006 [ASSURED] mark=0 use=1',
+    'conntrack v1.4.7 (conntrack-tools): 6 flow entries have been shown.',
+  ].join('\n');
+  const dns = sp({ namespace: 'kube-system', name: 'dns', portName: 'dns', protocol: 'UDP', port: 53, clusterIP: '172.30.0.10', nodePort: 30053, endpoints: [ep('10.180.0.7', 53)] });
+  const entries = parseUdpEntries(listing);
+  assert.equal(entries.length, 5, 'the TCP line and the summary are not UDP entries');
+  assert.deepEqual(staleUdpEntries(entries, [dns]).map((e) => e.sport), [40002, 40003]);
+  const calls: string[][] = [];
+  const exec: ExecFn = async (argv) => {
+    calls.push([...argv]);
+    return { code: 0, stdout: argv[1] === '-L' ? listing : '', stderr: '' };
+  };
+  assert.equal(await reconcileUdpConntrack(exec, memoryLogger(), [dns]), true);
+  assert.deepEqual(calls.map((a) => a.join(' ')), [
+    'conntrack -L -p udp',
+    'conntrack -D -p udp --orig-src 10.180.1.5 --orig-dst 172.30.0.10 --sport 40002 --dport 53',
+    'conntrack -D -p udp --orig-src 10.180.1.6 --orig-dst 172.30.0.10 --sport 40003 --dport 53',
+  ]);
 });

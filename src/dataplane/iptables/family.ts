@@ -237,9 +237,14 @@ export class FamilyTables {
     }
   }
 
+  /** Set after the first sync's conntrack work: that one reconciles instead of flushing (a restart). */
+  private conntrackStarted = false;
+
   private async clearStaleConntrack(changes: readonly Change[]): Promise<void> {
     if (this.conntrackMissing) return;
-    this.conntrackMissing = !(await clearStaleConntrack(this.exec, this.logger, changes, this.family));
+    const initial = !this.conntrackStarted;
+    this.conntrackStarted = true;
+    this.conntrackMissing = !(await clearStaleConntrack(this.exec, this.logger, changes, this.family, initial));
   }
 
   /** Frontends and backends as the nat table has them. Throws DataPlaneError EREAD. */

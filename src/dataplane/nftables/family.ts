@@ -82,6 +82,7 @@ export class FamilyTable {
   active: boolean;
   /** The last transaction handed to nft (for debugging, tests and benchmarks). */
   lastTransaction = '';
+  private conntrackStarted = false;
 
   private readonly warnings: WarningsOnce;
 
@@ -151,7 +152,12 @@ export class FamilyTable {
     }
     this.applied = cfg;
     this.active = true;
-    if (this.conntrackUsable) this.conntrackUsable = await clearStaleConntrack(this.exec, this.logger, changesOfFamily, this.family);
+    if (this.conntrackUsable) {
+      // The first sync of this process reconciles instead of flushing (a restart re-balances nothing).
+      const initial = !this.conntrackStarted;
+      this.conntrackStarted = true;
+      this.conntrackUsable = await clearStaleConntrack(this.exec, this.logger, changesOfFamily, this.family, initial);
+    }
     return result;
   }
 

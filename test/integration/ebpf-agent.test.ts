@@ -170,14 +170,22 @@ describe('ebpf agent in the lab', { skip: root ? false : 'needs root' }, () => {
       return `${await show('ingress')}${await show('egress')}`;
     };
     assert.match(await tcFilters(), /rd_from_netdev[\s\S]*rd_to_netdev/, 'ingress and egress filters on eth0');
+    // An agent removes the other plane's leftovers once its own first sync has landed.
+    const eventually = async (cond: () => Promise<boolean> | boolean, what: string): Promise<void> => {
+      const deadline = Date.now() + 10_000;
+      while (!(await cond())) {
+        assert.ok(Date.now() < deadline, what);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
     await agent!.stop();
     agent = await start('iptables');
-    assert.equal(existsSync(pins), false, 'the iptables agent removed the eBPF leftovers');
-    assert.doesNotMatch(await tcFilters(), /rd_/, 'and the tc filters');
+    await eventually(() => !existsSync(pins), 'the iptables agent removed the eBPF leftovers');
+    await eventually(async () => !/rd_/.test(await tcFilters()), 'and the tc filters');
     await agent.stop();
     agent = await start('ebpf');
-    const chains = (await lab.execOk('node-1', ['iptables-save', '-t', 'nat'])).stdout.split('\n').filter((l) => /KUBE-/.test(l));
-    assert.deepEqual(chains, [], 'the ebpf agent removed the iptables plane\'s chains');
+    const chains = async (): Promise<string[]> => (await lab.execOk('node-1', ['iptables-save', '-t', 'nat'])).stdout.split('\n').filter((l) => /KUBE-/.test(l));
+    await eventually(async () => (await chains()).length === 0, `the ebpf agent removed the iptables plane's chains: ${(await chains()).join(' | ')}`);
     await agent.stop();
     agent = undefined;
     const r = await lab.curl('pod-1a', 'http://10.96.0.10/', { timeoutMs: 2000 });

@@ -628,14 +628,17 @@ static __noinline int rd_new_flow(struct __sk_buff *skb, struct rd_pkt *p, const
 	__u64 now = rd_ct_now();
 	__u32 backend_id, rev_nat_id;
 	__u16 flags;
-	bool snat;
+	bool snat, fallback = false;
 
 	master = bpf_map_lookup_elem(&rd_services, &key);
-	if (master && from_pod) {
-		flags = master->flags & ~RD_F_MASQ;
-	} else if (master) {
-		flags = master->flags;
-	} else if (from_pod) {
+	if (!master && !from_pod) {
+		/* No external entry: the external path is the pods' one, masqueraded as off-cluster
+		 * traffic is (kube-proxy: `! -s clusterCIDR -j KUBE-MARK-MASQ`) where the node says so. */
+		key.scope = RD_SCOPE_INT;
+		master = bpf_map_lookup_elem(&rd_services, &key);
+		fallback = true;
+	}
+	if (!master) {
 		/* A ClusterIP on a port no service uses: refused, as socket LB does. */
 		struct rd_svc_key any = { .addr = p->daddr, .scope = RD_SCOPE_INT };
 
@@ -645,26 +648,13 @@ static __noinline int rd_new_flow(struct __sk_buff *skb, struct rd_pkt *p, const
 		}
 		rd_note(RD_TR_NO_FRONTEND, 0);
 		return TC_ACT_OK;
-	} else {
-		/* No external entry: the external path is the pods' one, masqueraded as off-cluster
-		 * traffic is (kube-proxy: `! -s clusterCIDR -j KUBE-MARK-MASQ`) where the node says so. */
-		key.scope = RD_SCOPE_INT;
-		master = bpf_map_lookup_elem(&rd_services, &key);
-		if (!master) {
-			/* A ClusterIP on a port no service uses: refused, as socket LB does. */
-			struct rd_svc_key any = { .addr = p->daddr, .scope = RD_SCOPE_INT };
-
-			if (bpf_map_lookup_elem(&rd_services, &any)) {
-				rd_note(RD_TR_NEW_FLOW, RD_TRR_NO_ENDPOINTS);
-				return RD_REFUSE;
-			}
-			rd_note(RD_TR_NO_FRONTEND, 0);
-			return TC_ACT_OK;
-		}
-		flags = master->flags & ~RD_F_MASQ;
-		if (cfg->flags & (p->v4 ? RD_CFG_MASQ_OFF_CLUSTER4 : RD_CFG_MASQ_OFF_CLUSTER6))
-			flags |= RD_F_MASQ;
 	}
+	flags = master->flags;
+	/* A pod's own connection is masqueraded only when it reaches itself (below). */
+	if (from_pod || fallback)
+		flags &= ~RD_F_MASQ;
+	if (fallback && (cfg->flags & (p->v4 ? RD_CFG_MASQ_OFF_CLUSTER4 : RD_CFG_MASQ_OFF_CLUSTER6)))
+		flags |= RD_F_MASQ;
 	rev_nat_id = master->rev_nat_id;
 	{
 		struct rd_trace *t = rd_tr();

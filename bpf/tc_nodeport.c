@@ -919,6 +919,19 @@ static __always_inline bool rd_reply_end_live(const struct rd_pkt *p)
 	return !rd_pure_syn(p) && rd_end_live(&p->saddr, p->sport, p->proto, RD_END_BACKEND, rd_end_now(rd_ct_now()));
 }
 
+/* A new flow's first packet: translated and forwarded, refused, or left as rd_new_flow says. */
+static __always_inline int rd_open_flow(struct __sk_buff *skb, struct rd_pkt *p, const struct rd_config *cfg, bool from_pod)
+{
+	struct rd_tuple t;
+	int r = rd_new_flow(skb, p, cfg, &t, from_pod);
+
+	if (r == RD_TRANSLATE)
+		return rd_translate(skb, p, &t, true);
+	if (r == RD_REFUSE)
+		return p->v4 ? rd_refuse4(skb, p->proto == IPPROTO_TCP) : rd_refuse6(skb, p->proto == IPPROTO_TCP);
+	return r;
+}
+
 SEC("tc")
 int rd_from_netdev(struct __sk_buff *skb)
 {
@@ -926,7 +939,6 @@ int rd_from_netdev(struct __sk_buff *skb)
 	int r = rd_parse(skb, &p);
 	__u32 zero = 0, now;
 	const struct rd_config *cfg;
-	struct rd_tuple t;
 
 	if (r < 0)
 		return TC_ACT_OK;
@@ -962,12 +974,7 @@ int rd_from_netdev(struct __sk_buff *skb)
 		rd_note(RD_TR_NO_FRONTEND, 0);
 		return TC_ACT_OK;
 	}
-	r = rd_new_flow(skb, &p, cfg, &t, false);
-	if (r == RD_TRANSLATE)
-		return rd_translate(skb, &p, &t, true);
-	if (r == RD_REFUSE)
-		return p.v4 ? rd_refuse4(skb, p.proto == IPPROTO_TCP) : rd_refuse6(skb, p.proto == IPPROTO_TCP);
-	return r;
+	return rd_open_flow(skb, &p, cfg, false);
 }
 
 /* On the interfaces facing this node's pods (ingress: what pods send): replies of local backends
@@ -980,7 +987,6 @@ int rd_from_pod(struct __sk_buff *skb)
 	struct rd_pkt p = {};
 	int r = rd_parse(skb, &p);
 	const struct rd_config *cfg;
-	struct rd_tuple t;
 	__u32 zero = 0;
 
 	if (r < 0)
@@ -1006,12 +1012,7 @@ int rd_from_pod(struct __sk_buff *skb)
 	cfg = bpf_map_lookup_elem(&rd_config_map, &zero);
 	if (!cfg)
 		return TC_ACT_OK;
-	r = rd_new_flow(skb, &p, cfg, &t, true);
-	if (r == RD_TRANSLATE)
-		return rd_translate(skb, &p, &t, true);
-	if (r == RD_REFUSE)
-		return p.v4 ? rd_refuse4(skb, p.proto == IPPROTO_TCP) : rd_refuse6(skb, p.proto == IPPROTO_TCP);
-	return r;
+	return rd_open_flow(skb, &p, cfg, true);
 }
 
 SEC("tc")

@@ -196,6 +196,26 @@ export async function clearStaleConntrack(exec: ExecFn, logger: Logger, changes:
   return runQueue(exec, logger, queue);
 }
 
+/**
+ * One family's stale-UDP conntrack cleanup across syncs: the first sync after a start reconciles
+ * (it sees every port as added), later ones clear what their changes call for, and nothing runs
+ * once conntrack turned out not to run at all.
+ */
+export class StaleConntrack {
+  private started = false;
+  private usable = true;
+
+  constructor(private readonly exec: ExecFn, private readonly logger: Logger, private readonly family: 4 | 6) {}
+
+  /** After a sync of `changes` landed. Never throws. */
+  async clear(changes: readonly Change[]): Promise<void> {
+    if (!this.usable) return;
+    const initial = !this.started;
+    this.started = true;
+    this.usable = await clearStaleConntrack(this.exec, this.logger, changes, this.family, initial);
+  }
+}
+
 /** Runs conntrack invocations, a few at a time. False once conntrack cannot run at all. */
 async function runQueue(exec: ExecFn, logger: Logger, queue: string[][]): Promise<boolean> {
   let usable = true;

@@ -472,8 +472,6 @@ export class EbpfDataPlane implements DataPlane {
     this.stale = undefined;
     this.tracer?.close();
     this.tracer = undefined;
-    if (this.ctSweep !== undefined) clearInterval(this.ctSweep);
-    this.ctSweep = undefined;
     this.perPacket?.close();
     this.perPacket = undefined;
     this.lb?.close();

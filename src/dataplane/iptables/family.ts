@@ -11,7 +11,7 @@ import type { ApplyResult, ProgrammedFrontend } from '../dataplane.js';
 import type { BackendTools, ExecFn, IptablesBackend } from './backend.js';
 import { JUMP_RULES, KUBE_SERVICES, isServiceChainName } from './chains.js';
 import { planCleanup } from './cleanup.js';
-import { clearStaleConntrack } from '../conntrack.js';
+import { StaleConntrack } from '../conntrack.js';
 import { clusterIPRejectRules, ownedChains, render, renderConfig, renderOwnChains, renderServicePort, sameRules, topLevelRules } from './render.js';
 import type { RenderConfig } from './render.js';
 import { hasJump, parseSave, programmedFrontends } from './save.js';
@@ -43,7 +43,7 @@ export class FamilyTables {
   /** Service ports per ClusterIP after the last successful sync (one reject rule per ClusterIP). */
   private clusterIPRefs = new Map<string, number>();
   private needFull = true;
-  private conntrackMissing = false;
+  private readonly conntrack: StaleConntrack;
   /** Whether this family has ever been programmed (an unused family stays untouched). */
   active = false;
   /** The last transaction handed to the restore tool (for debugging and tests). */
@@ -58,6 +58,7 @@ export class FamilyTables {
     private readonly masqueradeBit: number,
   ) {
     this.warnings = new WarningsOnce(logger);
+    this.conntrack = new StaleConntrack(exec, logger, family);
   }
 
   private readonly warnings: WarningsOnce;
@@ -93,7 +94,7 @@ export class FamilyTables {
     this.applied = cfg;
     this.needFull = false;
     this.active = true;
-    await this.clearStaleConntrack(changes);
+    await this.conntrack.clear(changes);
     return result;
   }
 
@@ -237,15 +238,6 @@ export class FamilyTables {
     }
   }
 
-  /** Set after the first sync's conntrack work: that one reconciles instead of flushing (a restart). */
-  private conntrackStarted = false;
-
-  private async clearStaleConntrack(changes: readonly Change[]): Promise<void> {
-    if (this.conntrackMissing) return;
-    const initial = !this.conntrackStarted;
-    this.conntrackStarted = true;
-    this.conntrackMissing = !(await clearStaleConntrack(this.exec, this.logger, changes, this.family, initial));
-  }
 
   /** Frontends and backends as the nat table has them. Throws DataPlaneError EREAD. */
   async programmed(): Promise<ProgrammedFrontend[]> {

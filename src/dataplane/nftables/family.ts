@@ -9,7 +9,7 @@ import type { Logger } from '../../observe/log.js';
 import type { ExecFn } from '../../util/exec.js';
 import { DataPlaneError, WarningsOnce } from '../dataplane.js';
 import type { ApplyResult, ProgrammedFrontend } from '../dataplane.js';
-import { clearStaleConntrack } from '../conntrack.js';
+import { StaleConntrack } from '../conntrack.js';
 import { TABLE, nftConfig, nftFamily } from './layout.js';
 import type { NftConfig, NftFamily } from './layout.js';
 import { deleteChainsTransaction, deltaTransaction, fullTransaction } from './plan.js';
@@ -72,7 +72,7 @@ export class FamilyTable {
   private needFull = true;
   /** No full sync has landed in this process yet: the next one recreates the table. */
   private fresh = true;
-  private conntrackUsable = true;
+  private readonly conntrack: StaleConntrack;
   /** Chains flushed by an earlier sync, to delete once they have been unused for a while. */
   private readonly staleChains = new Map<string, number>();
   /**
@@ -82,7 +82,6 @@ export class FamilyTable {
   active: boolean;
   /** The last transaction handed to nft (for debugging, tests and benchmarks). */
   lastTransaction = '';
-  private conntrackStarted = false;
 
   private readonly warnings: WarningsOnce;
 
@@ -96,6 +95,7 @@ export class FamilyTable {
     this.deleteChainsAtOnce = opts.deleteChainsAtOnce;
     this.now = opts.now;
     this.active = opts.family === 4;
+    this.conntrack = new StaleConntrack(opts.exec, opts.logger, opts.family);
   }
 
   /** "ip rudder" / "ip6 rudder". */
@@ -152,12 +152,7 @@ export class FamilyTable {
     }
     this.applied = cfg;
     this.active = true;
-    if (this.conntrackUsable) {
-      // The first sync of this process reconciles instead of flushing (a restart re-balances nothing).
-      const initial = !this.conntrackStarted;
-      this.conntrackStarted = true;
-      this.conntrackUsable = await clearStaleConntrack(this.exec, this.logger, changesOfFamily, this.family, initial);
-    }
+    await this.conntrack.clear(changesOfFamily);
     return result;
   }
 

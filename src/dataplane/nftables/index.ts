@@ -199,7 +199,6 @@ export class NftablesDataPlane implements DataPlane {
    * plane serves. Idempotent. Throws DataPlaneError ECLEANUP.
    */
   async removeKubeProxyTables(): Promise<void> {
-    await this.init();
     await this.checkV6();
     for (const fam of this.families()) await fam.removeKubeProxyTable();
   }

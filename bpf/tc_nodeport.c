@@ -914,9 +914,9 @@ static __always_inline bool rd_pure_syn(const struct rd_pkt *p)
 }
 
 /* Whether a packet can be a tracked flow's reply: its source is a live backend end. */
-static __always_inline bool rd_reply_end_live(const struct rd_pkt *p)
+static __always_inline bool rd_reply_end_live(const struct rd_pkt *p, __u32 now)
 {
-	return !rd_pure_syn(p) && rd_end_live(&p->saddr, p->sport, p->proto, RD_END_BACKEND, rd_end_now(rd_ct_now()));
+	return !rd_pure_syn(p) && rd_end_live(&p->saddr, p->sport, p->proto, RD_END_BACKEND, now);
 }
 
 /* A new flow's first packet: translated and forwarded, refused, or left as rd_new_flow says. */
@@ -960,8 +960,7 @@ int rd_from_netdev(struct __sk_buff *skb)
 	 * (the others go from the backend's node to the client), so other packets skip the lookup;
 	 * so does a TCP SYN, never a reply. With socket LB limited to the host namespace, the
 	 * replies to local pods' own connections come back here too, to the pods. */
-	if ((rd_knobs.host_ns_only || rd_addr_eq(&p.daddr, p.v4 ? &cfg->node_ip4 : &cfg->node_ip6)) && !rd_pure_syn(&p) &&
-	    rd_end_live(&p.saddr, p.sport, p.proto, RD_END_BACKEND, now)) {
+	if ((rd_knobs.host_ns_only || rd_addr_eq(&p.daddr, p.v4 ? &cfg->node_ip4 : &cfg->node_ip6)) && rd_reply_end_live(&p, now)) {
 		r = rd_tracked(skb, &p, RD_CT_REPLY, true);
 		if (r >= 0)
 			return r;
@@ -987,7 +986,7 @@ int rd_from_pod(struct __sk_buff *skb)
 	struct rd_pkt p = {};
 	int r = rd_parse(skb, &p);
 	const struct rd_config *cfg;
-	__u32 zero = 0;
+	__u32 zero = 0, now;
 
 	if (r < 0)
 		return TC_ACT_OK;
@@ -995,14 +994,15 @@ int rd_from_pod(struct __sk_buff *skb)
 		r = rd_icmp_error(skb, &p, true);
 		return r >= 0 ? r : TC_ACT_OK;
 	}
-	if (rd_reply_end_live(&p)) {
+	now = rd_end_now(rd_ct_now());
+	if (rd_reply_end_live(&p, now)) {
 		r = rd_tracked(skb, &p, RD_CT_REPLY, true);
 		if (r >= 0)
 			return r;
 	}
 	if (!rd_knobs.host_ns_only)
 		return TC_ACT_OK;
-	if (rd_end_live(&p.daddr, p.dport, p.proto, RD_END_FRONTEND, rd_end_now(rd_ct_now()))) {
+	if (rd_end_live(&p.daddr, p.dport, p.proto, RD_END_FRONTEND, now)) {
 		r = rd_tracked(skb, &p, RD_CT_FWD, true);
 		if (r >= 0)
 			return r;
@@ -1032,7 +1032,7 @@ int rd_to_netdev(struct __sk_buff *skb)
 	/* Replies of local backends (and their ICMP errors), on their way back to the client. */
 	if (r == RD_PKT_ICMP)
 		r = rd_icmp_error(skb, &p, false);
-	else if (rd_reply_end_live(&p))
+	else if (rd_reply_end_live(&p, rd_end_now(rd_ct_now())))
 		r = rd_tracked(skb, &p, RD_CT_REPLY, false);
 	return r >= 0 ? r : TC_ACT_OK;
 }

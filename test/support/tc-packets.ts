@@ -154,39 +154,31 @@ export interface Parsed {
   l4ChecksumWant: number;
 }
 
-/** Parses a frame `packet()` could have built (IPv4 without options, IPv6 without extension headers). Throws on anything else. */
-export function parse(frame: Buffer): Parsed {
+/** A frame's IP layer: IPv4 without options or IPv6 without extension headers. Throws on anything else. */
+function ipLayer(frame: Buffer): { family: 4 | 6; ip: Buffer; src: Buffer; dst: Buffer; proto: number; ttl: number; payload: Buffer; ipChecksumOk: boolean; srcMac: string; dstMac: string } {
   const type = frame.readUInt16BE(12);
-  const mac = (o: number) => frame.subarray(o, o + 6).toString('hex');
-  let family: 4 | 6;
-  let src: Buffer;
-  let dst: Buffer;
-  let proto: number;
-  let ttl: number;
-  let l4: Buffer;
-  let ipChecksumOk = true;
+  const macs = { srcMac: frame.subarray(6, 12).toString('hex'), dstMac: frame.subarray(0, 6).toString('hex') };
   if (type === 0x0800) {
-    family = 4;
     const ip = frame.subarray(ETH_HLEN, ETH_HLEN + 20);
     if (ip[0] !== 0x45) throw new Error(`not a plain IPv4 header: ${ip.toString('hex')}`);
-    const total = ip.readUInt16BE(2);
-    src = ip.subarray(12, 16);
-    dst = ip.subarray(16, 20);
-    proto = ip[9]!;
-    ttl = ip[8]!;
-    ipChecksumOk = onesSum(ip) === 0xffff;
-    l4 = frame.subarray(ETH_HLEN + 20, ETH_HLEN + total);
-  } else if (type === 0x86dd) {
-    family = 6;
-    const ip = frame.subarray(ETH_HLEN, ETH_HLEN + 40);
-    src = ip.subarray(8, 24);
-    dst = ip.subarray(24, 40);
-    proto = ip[6]!;
-    ttl = ip[7]!;
-    l4 = frame.subarray(ETH_HLEN + 40, ETH_HLEN + 40 + ip.readUInt16BE(4));
-  } else {
-    throw new Error(`not IP: ethertype ${type.toString(16)}`);
+    return {
+      family: 4, ip, src: ip.subarray(12, 16), dst: ip.subarray(16, 20), proto: ip[9]!, ttl: ip[8]!,
+      payload: frame.subarray(ETH_HLEN + 20, ETH_HLEN + ip.readUInt16BE(2)), ipChecksumOk: onesSum(ip) === 0xffff, ...macs,
+    };
   }
+  if (type === 0x86dd) {
+    const ip = frame.subarray(ETH_HLEN, ETH_HLEN + 40);
+    return {
+      family: 6, ip, src: ip.subarray(8, 24), dst: ip.subarray(24, 40), proto: ip[6]!, ttl: ip[7]!,
+      payload: frame.subarray(ETH_HLEN + 40, ETH_HLEN + 40 + ip.readUInt16BE(4)), ipChecksumOk: true, ...macs,
+    };
+  }
+  throw new Error(`not IP: ethertype ${type.toString(16)}`);
+}
+
+/** Parses a frame `packet()` could have built (IPv4 without options, IPv6 without extension headers). Throws on anything else. */
+export function parse(frame: Buffer): Parsed {
+  const { family, src, dst, proto, ttl, payload: l4, ipChecksumOk, srcMac, dstMac } = ipLayer(frame);
   const tcp = proto === PROTO.TCP;
   const csumOff = tcp ? 16 : 6;
   const l4Checksum = l4.readUInt16BE(csumOff);
@@ -199,7 +191,7 @@ export function parse(frame: Buffer): Parsed {
   return {
     family, src: addrText(src), dst: addrText(dst), proto,
     sport: l4.readUInt16BE(0), dport: l4.readUInt16BE(2), flags: tcp ? l4[13]! : 0, ttl,
-    payload: Buffer.from(l4.subarray(tcp ? 20 : 8)), srcMac: mac(6), dstMac: mac(0),
+    payload: Buffer.from(l4.subarray(tcp ? 20 : 8)), srcMac, dstMac,
     ipChecksumOk, l4ChecksumOk: noCsum || onesSum(ph, l4) === 0xffff, l4Checksum, l4ChecksumWant: want,
   };
 }
@@ -223,30 +215,14 @@ export interface ParsedIcmp {
 
 /** Parses an ICMP (IPv4, no options) or ICMPv6 (no extension headers) frame. Throws on anything else. */
 export function parseIcmp(frame: Buffer): ParsedIcmp {
-  const type = frame.readUInt16BE(12);
-  const mac = (o: number) => frame.subarray(o, o + 6).toString('hex');
-  if (type === 0x0800) {
-    const ip = frame.subarray(ETH_HLEN, ETH_HLEN + 20);
-    if (ip[0] !== 0x45 || ip[9] !== PROTO.ICMP) throw new Error(`not ICMP over plain IPv4: ${ip.toString('hex')}`);
-    const msg = frame.subarray(ETH_HLEN + 20, ETH_HLEN + ip.readUInt16BE(2));
-    return {
-      family: 4, src: addrText(ip.subarray(12, 16)), dst: addrText(ip.subarray(16, 20)), ttl: ip[8]!, type: msg[0]!, code: msg[1]!,
-      quoted: Buffer.from(msg.subarray(8)), srcMac: mac(6), dstMac: mac(0),
-      ipChecksumOk: onesSum(ip) === 0xffff, icmpChecksumOk: onesSum(msg) === 0xffff,
-    };
-  }
-  if (type === 0x86dd) {
-    const ip = frame.subarray(ETH_HLEN, ETH_HLEN + 40);
-    if (ip[6] !== 58) throw new Error(`not ICMPv6: next header ${ip[6]}`);
-    const msg = frame.subarray(ETH_HLEN + 40, ETH_HLEN + 40 + ip.readUInt16BE(4));
-    const ph = pseudoHeader(6, ip.subarray(8, 24), ip.subarray(24, 40), 58, msg.length);
-    return {
-      family: 6, src: addrText(ip.subarray(8, 24)), dst: addrText(ip.subarray(24, 40)), ttl: ip[7]!, type: msg[0]!, code: msg[1]!,
-      quoted: Buffer.from(msg.subarray(8)), srcMac: mac(6), dstMac: mac(0),
-      ipChecksumOk: true, icmpChecksumOk: onesSum(ph, msg) === 0xffff,
-    };
-  }
-  throw new Error(`not IP: ethertype ${type.toString(16)}`);
+  const { family, ip, src, dst, proto, ttl, payload: msg, ipChecksumOk, srcMac, dstMac } = ipLayer(frame);
+  const want = family === 4 ? PROTO.ICMP : 58;
+  if (proto !== want) throw new Error(`not ICMP${family === 6 ? 'v6' : ''}: protocol ${proto} in ${ip.toString('hex')}`);
+  const sum = family === 4 ? onesSum(msg) : onesSum(pseudoHeader(6, src, dst, 58, msg.length), msg);
+  return {
+    family, src: addrText(src), dst: addrText(dst), ttl, type: msg[0]!, code: msg[1]!,
+    quoted: Buffer.from(msg.subarray(8)), srcMac, dstMac, ipChecksumOk, icmpChecksumOk: sum === 0xffff,
+  };
 }
 
 /** The MAC addresses packet() puts on every frame (source, destination). */
